@@ -1,0 +1,151 @@
+"""Projected per-example gradients of the correct-class margin: TRAK's g(z) = Pᵀ ∇θ f(z).
+
+f(z) = log(p / (1 - p)) of the true class, computed stably as the true logit minus the
+logsumexp of the other logits (seeds/001 section 4; shared/notes/d3m.md).
+
+Two featurizers with one signature `featurizer(model, x, y) -> (features (B, k), p (B,))`:
+- `FactoredFeaturizer` (default): one ordinary forward/backward of the summed margins with
+  hooks on each linear/conv layer in scope; the per-example gradient of such a layer is
+  Σ_l δ_l a_lᵀ, projected per layer by a Kronecker projector without ever being formed.
+  Requires the model in eval mode (examples independent: no batch statistics).
+- `DenseFeaturizer` (reference): explicit per-example gradients with torch.func, flattened and
+  multiplied by a dense Gaussian projection.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from core.attribution.projectors import DenseProjector, KroneckerProjector
+
+LAYER_TYPES = (nn.Linear, nn.Conv2d)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log(p_y / (1 - p_y)) = logit_y - logsumexp(other logits), per example."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return true - torch.logsumexp(others, dim=1)
+
+
+def true_class_prob(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
+
+
+def scoped_layers(model: nn.Module, scope: str) -> list[tuple[str, nn.Module]]:
+    """Linear/conv layers in definition order, cut to the scope: all | last | last:N."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    if scope == "all":
+        return layers
+    if scope == "last":
+        return layers[-1:]
+    if scope.startswith("last:") and scope[5:].isdigit() and int(scope[5:]) > 0:
+        return layers[-int(scope[5:]):]
+    raise ValueError(f"unknown gradient scope {scope!r}: use all, last or last:N")
+
+
+def layer_dims(module: nn.Module) -> tuple[int, int]:
+    """(d_in including the bias column, d_out) of the layer's weight-gradient matrix."""
+    bias = int(module.bias is not None)
+    if isinstance(module, nn.Linear):
+        return module.in_features + bias, module.out_features
+    kh, kw = module.kernel_size
+    return module.in_channels * kh * kw + bias, module.out_channels
+
+
+def layer_inputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as (B, L, d_in) rows a_l (conv: unfolded patches), with a ones column for the bias."""
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros":
+            raise ValueError(f"factored gradients support plain conv layers only, not {module}")
+        a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).transpose(1, 2)
+    else:
+        a = x.reshape(x.shape[0], -1, x.shape[-1])
+    if module.bias is not None:
+        a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], dim=2)
+    return a
+
+
+def layer_outgrads(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
+    """The gradient w.r.t. the layer's output as (B, L, d_out)."""
+    if isinstance(module, nn.Conv2d):
+        return g.flatten(2).transpose(1, 2)
+    return g.reshape(g.shape[0], -1, g.shape[-1])
+
+
+class FactoredFeaturizer:
+    """Per-layer Kronecker-projected gradients from one forward/backward per batch."""
+
+    def __init__(self, model: nn.Module, scope: str, proj_dim: int, seed: int,
+                 device: torch.device | str = "cpu"):
+        self.layers = scoped_layers(model, scope)
+        k_layer = max(1, proj_dim // len(self.layers))
+        self.projectors = [KroneckerProjector.make(*layer_dims(m), k_layer, seed * 1009 + i, device)
+                           for i, (_, m) in enumerate(self.layers)]
+        self.dim = sum(p.dim(*layer_dims(m)) for p, (_, m) in zip(self.projectors, self.layers))
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs: dict[int, torch.Tensor] = {}
+        grads: dict[int, torch.Tensor] = {}
+        handles = [m.register_forward_hook(self._hook(i, inputs, grads)) for i, (_, m) in enumerate(self.layers)]
+        try:
+            with torch.enable_grad():
+                logits = model(x)
+                margin(logits, y).sum().backward()
+        finally:
+            for h in handles:
+                h.remove()
+        feats = [proj(layer_inputs(m, inputs[i]), layer_outgrads(m, grads[i]))
+                 for i, ((_, m), proj) in enumerate(zip(self.layers, self.projectors))]
+        return torch.cat(feats, dim=1), true_class_prob(logits.detach(), y)
+
+    @staticmethod
+    def _hook(i: int, inputs: dict, grads: dict):
+        def hook(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+            inputs[i] = inp[0].detach()
+            out.register_hook(lambda g: grads.__setitem__(i, g.detach()))
+        return hook
+
+
+def per_example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      names: list[str]) -> dict[str, torch.Tensor]:
+    """∇θ f(z) per example for the named parameters (torch.func), each (B, *param.shape)."""
+    params = {n: p.detach() for n, p in model.named_parameters() if n in names}
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in names}
+    fixed.update(dict(model.named_buffers()))
+
+    def f(p: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(model, {**fixed, **p}, (xi[None],))
+        return margin(logits, yi[None]).squeeze(0)
+
+    return vmap(grad(f), in_dims=(None, 0, 0))(params, x, y)
+
+
+class DenseFeaturizer:
+    """Reference: explicit per-example gradients of the scoped layers, dense Gaussian projection."""
+
+    def __init__(self, model: nn.Module, scope: str, proj_dim: int, seed: int,
+                 device: torch.device | str = "cpu"):
+        self.names = [f"{n}.{p}" for n, m in scoped_layers(model, scope) for p, _ in m.named_parameters(recurse=False)]
+        n_params = sum(dict(model.named_parameters())[n].numel() for n in self.names)
+        self.projector = DenseProjector(n_params, proj_dim, seed, device)
+        self.dim = proj_dim
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = per_example_grads(model, x, y, self.names)
+        flat = torch.cat([g[n].reshape(x.shape[0], -1) for n in self.names], dim=1)
+        with torch.no_grad():
+            p = true_class_prob(model(x), y)
+        return self.projector(flat), p
+
+
+FEATURIZERS = {"factored": FactoredFeaturizer, "dense": DenseFeaturizer}
+
+
+def make_featurizer(model: nn.Module, projector: str, scope: str, proj_dim: int, seed: int,
+                    device: torch.device | str = "cpu"):
+    if projector not in FEATURIZERS:
+        raise ValueError(f"unknown projector {projector!r}: choose one of {sorted(FEATURIZERS)}")
+    return FEATURIZERS[projector](model, scope, proj_dim, seed, device)

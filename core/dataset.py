@@ -1,0 +1,426 @@
+"""Read a user's dataset folder (metadata.csv + images) into arrays, checking it first.
+
+Folder format: `metadata.csv` with the required columns
+
+    filename  image path relative to the folder (any format PIL reads)
+    label     the class (integers or strings)
+    split     train | val | test
+
+and an optional `group` column. Every other column is an attribute; all cells are read as
+strings (surrounding spaces stripped, blank lines ignored).
+
+Groups come from the `group` column when there is one, else from (label, attribute) for the
+attribute named by `DataConfig.group_attribute`, else the groups are the classes themselves,
+so worst-group accuracy then is worst-class accuracy.
+
+Problems are reported as `DatasetIssue`s. Their row numbers are metadata.csv line numbers as a
+spreadsheet shows them: the header is line 1, the first data row line 2.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from core.config import DataConfig
+from core.io import write_npy_atomic
+from core.progress import ReportFn, silent
+
+METADATA = "metadata.csv"
+REQUIRED = ("filename", "label", "split")
+GROUP = "group"
+SPLITS = ("train", "val", "test")
+_CACHE_VERSION = "1"  # bump when image preprocessing changes, so old caches are not reused
+_MAX_LISTED = 20
+_INT = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class DatasetIssue:
+    """One problem with a dataset folder.
+
+    `file` is the file at fault (metadata.csv or an image), `row` the metadata.csv line number
+    (header = line 1), `column`/`value` the cell at fault. The message names all of them.
+    """
+
+    message: str
+    file: str
+    row: int | None = None
+    column: str | None = None
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DatasetError(ValueError):
+    """Raised by `load_dataset` on invalid data; `issues` holds every problem found."""
+
+    def __init__(self, issues: list[DatasetIssue]):
+        super().__init__(list(issues))  # args stay the issues, so the error pickles
+        self.issues = list(issues)
+
+    def __str__(self) -> str:
+        lines = [f"- {issue}" for issue in self.issues[:_MAX_LISTED]]
+        if len(self.issues) > _MAX_LISTED:
+            lines.append(f"... and {len(self.issues) - _MAX_LISTED} more")
+        return f"the dataset has {len(self.issues)} problem(s):\n" + "\n".join(lines)
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset; example id i is row i of metadata.csv (blank lines skipped)."""
+
+    root: Path
+    metadata: pd.DataFrame
+    images: np.ndarray  # uint8 (N, S, S, 3)
+    labels: np.ndarray  # int64 class index
+    class_names: list[str]
+    groups: np.ndarray  # int64 group index
+    group_names: list[str]
+    split: np.ndarray  # 'train' | 'val' | 'test'
+    attributes: list[str]
+
+    def idx(self, split: str) -> np.ndarray:
+        """Sorted int64 example ids of one split."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return np.flatnonzero(self.split == split).astype(np.int64)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_names)
+
+    def group_class(self) -> np.ndarray:
+        """For each group its class index when all its examples share one class, else -1."""
+        out = np.full(self.n_groups, -1, dtype=np.int64)
+        for g in range(self.n_groups):
+            classes = np.unique(self.labels[self.groups == g])
+            if len(classes) == 1:
+                out[g] = classes[0]
+        return out
+
+
+def validate_dataset(
+    root: str | Path, group_attribute: str | None = None, check_images: bool = True
+) -> list[DatasetIssue]:
+    """Every problem found in a dataset folder; an empty list means it loads.
+
+    With `check_images=False` images are only checked to exist, not opened (fast).
+    """
+    csv = Path(root).resolve() / METADATA
+    df, paths, issues = _inspect(csv, group_attribute)
+    if check_images and df is not None:
+        issues += _decode_images(csv, df, paths, None, silent)
+    return issues
+
+
+def load_dataset(
+    cfg: DataConfig, cache_dir: Path | None = None, report: ReportFn = silent
+) -> Dataset:
+    """Validate and load a dataset folder; raises DatasetError listing every problem.
+
+    Resized images are cached in `cache_dir` (when given) under a hash of metadata.csv, the
+    image size and each image file's size and mtime; a cache hit opens no image.
+    """
+    if cfg.image_size < 1:
+        raise ValueError(f"image_size must be positive, got {cfg.image_size}")
+    csv = Path(cfg.root).resolve() / METADATA
+    df, paths, issues = _inspect(csv, cfg.group_attribute)
+    if issues or df is None:
+        raise DatasetError(issues)
+    images = _load_images(csv, df, paths, cfg.image_size, cache_dir, report)
+    df = df.reset_index(drop=True)
+    labels, class_names = _index(df["label"])
+    groups, group_names = _groups(df, labels, class_names, cfg.group_attribute)
+    return Dataset(
+        root=csv.parent,
+        metadata=df,
+        images=images,
+        labels=labels,
+        class_names=class_names,
+        groups=groups,
+        group_names=group_names,
+        split=df["split"].to_numpy(str),
+        attributes=_attributes(df.columns),
+    )
+
+
+def _inspect(
+    csv: Path, group_attribute: str | None
+) -> tuple[pd.DataFrame | None, list[Path | None], list[DatasetIssue]]:
+    """All checks but decoding images.
+
+    Returns the table (indexed by metadata.csv line number, None when unusable), each row's
+    image path (None where it is unusable) and the issues.
+    """
+    df, issues = _read_csv(csv)
+    if df is None:
+        return None, [], issues
+    issues += _check_columns(csv, df, group_attribute)
+    if not set(REQUIRED) <= set(df.columns):
+        return None, [], issues
+    paths, path_issues = _resolve_files(csv, df)
+    issues += sorted(_check_cells(csv, df) + path_issues, key=lambda issue: issue.row)
+    issues += _check_coverage(csv, df, group_attribute)
+    return df, paths, issues
+
+
+def _read_csv(csv: Path) -> tuple[pd.DataFrame | None, list[DatasetIssue]]:
+    if not csv.is_file():
+        return None, [_csv_issue(csv, " does not exist: the dataset folder needs one")]
+    try:
+        # Blank lines are kept while reading so that row positions give true line numbers.
+        df = pd.read_csv(
+            csv, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig"
+        )
+    except pd.errors.EmptyDataError:
+        return None, [_csv_issue(csv, " is empty")]
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        return None, [_csv_issue(csv, f" cannot be read as CSV: {_brief(exc)}")]
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df.fillna("").apply(lambda col: col.str.strip())
+    df.index += 2  # header is line 1
+    df = df[~(df == "").all(axis=1)]
+    if df.empty:
+        return None, [_csv_issue(csv, " has a header but no data rows")]
+    return df, []
+
+
+def _check_columns(csv: Path, df: pd.DataFrame, group_attribute: str | None) -> list[DatasetIssue]:
+    columns = list(df.columns)
+    found = f"(its columns are: {', '.join(columns)})"
+    issues = [
+        _csv_issue(csv, f" has no '{c}' column {found}", c) for c in REQUIRED if c not in columns
+    ]
+    attributes = _attributes(columns)
+    if group_attribute is not None and group_attribute not in attributes:
+        detail = (
+            f": group_attribute '{group_attribute}' is not an attribute column "
+            f"(attribute columns: {', '.join(attributes) or 'none'})"
+        )
+        issues.append(_csv_issue(csv, detail, group_attribute, group_attribute))
+    return issues
+
+
+def _check_cells(csv: Path, df: pd.DataFrame) -> list[DatasetIssue]:
+    """Empty filename/label/group cells and unknown split values."""
+    issues = []
+    for column in ("filename", "label", GROUP):
+        if column in df.columns:
+            for line in df.index[df[column] == ""]:
+                issues.append(_row_issue(csv, line, column, "", "the cell is empty"))
+    for line, value in df["split"][~df["split"].isin(SPLITS)].items():
+        detail = f"unknown split '{value}' (expected train, val or test)"
+        issues.append(_row_issue(csv, line, "split", value, detail))
+    return issues
+
+
+def _resolve_files(csv: Path, df: pd.DataFrame) -> tuple[list[Path | None], list[DatasetIssue]]:
+    """Each row's image path, or None where it is empty, unsafe, a duplicate or missing."""
+    base = csv.parent
+    paths: list[Path | None] = []
+    issues: list[DatasetIssue] = []
+    first_use: dict[str, int] = {}
+    for line, name in df["filename"].items():
+        paths.append(None)
+        key = os.path.normcase(os.path.normpath(name))
+        if not name:
+            continue  # reported by _check_cells
+        if problem := _unsafe_path(name, base):
+            issues.append(_row_issue(csv, line, "filename", name, f"filename '{name}' {problem}"))
+        elif key in first_use:
+            detail = f"filename '{name}' is already used on line {first_use[key]}"
+            issues.append(_row_issue(csv, line, "filename", name, detail))
+        elif not (base / name).is_file():
+            detail = f"image file {base / name} does not exist"
+            issues.append(_row_issue(csv, line, "filename", name, detail, file=base / name))
+        else:
+            paths[-1] = base / name
+        first_use.setdefault(key, line)
+    return paths, issues
+
+
+def _unsafe_path(name: str, base: Path) -> str | None:
+    """Why a filename would read outside the dataset folder, or None when it stays inside."""
+    parts = PureWindowsPath(name)  # splits on both / and \, and sees drives and roots
+    if parts.anchor:
+        return "is an absolute path; filenames must be relative to the dataset folder"
+    if ".." in parts.parts or not (base / name).resolve().is_relative_to(base):
+        return "escapes the dataset folder"
+    return None
+
+
+def _check_coverage(
+    csv: Path, df: pd.DataFrame, group_attribute: str | None
+) -> list[DatasetIssue]:
+    """Every class needs train and val examples; every group needs val examples."""
+    df = df[df["split"].isin(SPLITS) & (df["label"] != "")]
+    present = set(zip(df["label"], df["split"]))
+    issues = []
+    for c in _ordered(df["label"]):
+        for s in ("train", "val"):
+            if (c, s) not in present:
+                detail = f": class '{c}' (column 'label') has no examples in the '{s}' split"
+                issues.append(_csv_issue(csv, detail, "label", c))
+    column = _group_column(df.columns, group_attribute)
+    if column is None:
+        return issues  # groups are the classes, checked above
+    df = df[df[column] != ""] if column == GROUP else df
+    labels, class_names = _index(df["label"])
+    groups, names = _groups(df, labels, class_names, group_attribute)
+    for g in sorted(set(range(len(names))) - set(groups[(df["split"] == "val").to_numpy()])):
+        detail = f": group '{names[g]}' (column '{column}') has no examples in the 'val' split"
+        issues.append(_csv_issue(csv, detail, column, names[g]))
+    return issues
+
+
+def _csv_issue(
+    csv: Path, detail: str, column: str | None = None, value: str | None = None
+) -> DatasetIssue:
+    return DatasetIssue(f"{csv}{detail}", str(csv), None, column, value)
+
+
+def _row_issue(
+    csv: Path, line: int, column: str, value: str, detail: str, file: Path | None = None
+) -> DatasetIssue:
+    message = f"{csv}, line {line}, column '{column}': {detail}"
+    return DatasetIssue(message, str(file or csv), int(line), column, value)
+
+
+def _brief(exc: BaseException, limit: int = 160) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _attributes(columns: Iterable[str]) -> list[str]:
+    return [c for c in columns if c not in (*REQUIRED, GROUP)]
+
+
+def _ordered(values: Iterable[str]) -> list[str]:
+    """Distinct values, sorted numerically when all are integers ("2" < "10")."""
+    unique = set(values)
+    if all(_INT.fullmatch(v) for v in unique):
+        return sorted(unique, key=lambda v: (int(v), v))
+    return sorted(unique)
+
+
+def _index(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each value's int64 position among the `_ordered` distinct values, and those values."""
+    names = _ordered(values)
+    position = {name: i for i, name in enumerate(names)}
+    return values.map(position).to_numpy(np.int64), names
+
+
+def _group_column(columns: Iterable[str], group_attribute: str | None) -> str | None:
+    """The column groups come from: `group`, else the group attribute, else None (classes)."""
+    columns = list(columns)
+    if GROUP in columns:
+        return GROUP
+    return group_attribute if group_attribute in _attributes(columns) else None
+
+
+def _groups(
+    df: pd.DataFrame, labels: np.ndarray, class_names: list[str], group_attribute: str | None
+) -> tuple[np.ndarray, list[str]]:
+    """Group index per row and group names; (label, attribute) groups sort by class first."""
+    column = _group_column(df.columns, group_attribute)
+    if column is None:
+        return labels, class_names
+    if column == GROUP:
+        return _index(df[GROUP])
+    values, value_names = _index(df[column])
+    _, first, groups = np.unique(
+        labels * len(value_names) + values, return_index=True, return_inverse=True
+    )
+    names = [f"label={class_names[labels[i]]}, {column}={value_names[values[i]]}" for i in first]
+    return groups.reshape(-1).astype(np.int64), names
+
+
+def _load_images(
+    csv: Path,
+    df: pd.DataFrame,
+    paths: list[Path | None],
+    size: int,
+    cache_dir: Path | None,
+    report: ReportFn,
+) -> np.ndarray:
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"images-{_cache_key(csv, paths, size)}.npy"
+        if cache.is_file():
+            report("loading images", len(paths), len(paths))
+            return np.load(cache, mmap_mode="r")
+    images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    issues = _decode_images(csv, df, paths, size, report, out=images)
+    if issues:
+        raise DatasetError(issues)
+    if cache is not None:
+        write_npy_atomic(cache, images)
+    return images
+
+
+def _cache_key(csv: Path, paths: list[Path | None], size: int) -> str:
+    digest = hashlib.sha256(f"{_CACHE_VERSION}|{size}|".encode())
+    digest.update(csv.read_bytes())
+    for path in paths:
+        stat = Path(path).stat()  # every path is set once validation passed
+        digest.update(f"|{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
+
+
+def _read_image(path: Path, size: int | None) -> np.ndarray:
+    """Decode fully as RGB, resized (bilinear) to size x size unless size is None."""
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _decode_images(
+    csv: Path,
+    df: pd.DataFrame,
+    paths: list[Path | None],
+    size: int | None,
+    report: ReportFn,
+    out: np.ndarray | None = None,
+) -> list[DatasetIssue]:
+    """Decode every image on threads (PIL releases the GIL), into `out` when given.
+
+    Returns an issue per image PIL cannot read; reports progress about every 1%.
+    """
+    todo = [i for i, path in enumerate(paths) if path is not None]
+    total, step = len(todo), max(1, len(todo) // 100)
+
+    def work(i: int) -> tuple[int, np.ndarray | None, Exception | None]:
+        try:
+            return i, _read_image(paths[i], size), None
+        except Exception as exc:  # PIL decoders raise many exception types on bad files
+            return i, None, exc
+
+    issues = []
+    report("loading images", 0, total)
+    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
+        for done, (i, array, exc) in enumerate(pool.map(work, todo), start=1):
+            if exc is not None:
+                line, name = df.index[i], df["filename"].iat[i]
+                detail = f"image file {paths[i]} cannot be read ({_brief(exc)})"
+                issues.append(_row_issue(csv, line, "filename", name, detail, file=paths[i]))
+            elif out is not None:
+                out[i] = array
+            if done % step == 0 or done == total:
+                report("loading images", done, total)
+    return issues

@@ -1,0 +1,241 @@
+"""Background jobs: a plain function `target(run, report)` run in its own detached process.
+
+The child (`python -m core.jobs <run folder> <package.module:function>`) starts a new
+session, so neither a Streamlit rerun nor a closed terminal stops it, and everything it
+does is recorded in the run folder: status.json (state, progress, error and traceback)
+and log.txt (its stdout and stderr). Watchers only ever read those files, plus the pid
+to notice a job that died without saying so.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from core.progress import ReportFn
+from core.runs import ACTIVE_STATES, Run, RunStore, pid_alive, utcnow
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DIED = "job process died unexpectedly (see log.txt)"
+
+
+class JobCancelled(BaseException):
+    """Raised inside the child on SIGTERM. A BaseException, so a target's `except Exception`
+    does not swallow it while its `finally` blocks still run."""
+
+
+def is_active(status: dict) -> bool:
+    return status.get("state") in ACTIVE_STATES
+
+
+def start(run: Run, target: str) -> int:
+    """Launch `target` for a fresh run in a detached child process; returns its pid."""
+    _claim(run, target)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    with open(run.file("log.txt"), "ab") as log:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "core.jobs", str(run.path.resolve()), target],
+                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            run.set_status(state="failed", error=f"could not start job: {exc}", finished_at=utcnow())
+            raise
+    # Only the pid is merged: the child may already have moved the state on to running.
+    run.set_status(pid=proc.pid)
+    return proc.pid
+
+
+def run_inline(run: Run, target: str, report: ReportFn | None = None) -> None:
+    """Run `target` in this process with the same status bookkeeping as a job.
+
+    Progress goes to status.json and also to `report` if given (e.g. a tqdm reporter).
+    Errors are recorded and then re-raised, so a debugger or test sees them; Ctrl-C
+    marks the run cancelled.
+    """
+    _claim(run, target)
+    to_status = reporter(run)
+    if report is None:
+        _execute(run, target, to_status)
+        return
+
+    def both(stage: str, done: int, total: int) -> None:
+        to_status(stage, done, total)
+        report(stage, done, total)
+
+    _execute(run, target, both)
+
+
+def reporter(run: Run, min_interval: float = 0.5) -> ReportFn:
+    """A `report(stage, done, total)` writing progress into status.json.
+
+    Writes at most every `min_interval` seconds, except that a new stage and a finished
+    stage (done == total) are always written, so no stage goes unseen.
+    """
+    last = {"stage": None, "time": float("-inf")}
+
+    def report(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage == last["stage"] and done < total and now - last["time"] < min_interval:
+            return
+        last.update(stage=stage, time=now)
+        run.set_status(stage=stage, done=done, total=total,
+                       fraction=min(done / total, 1.0) if total else 0.0)
+
+    return report
+
+
+def refresh(run: Run) -> dict:
+    """The run's status, marking it failed if its job process is gone without a word."""
+    status = run.status()
+    pid = status.get("pid")
+    if not is_active(status) or pid is None or pid == os.getpid():
+        return status  # finished, not started yet, or running inline right here
+    if not _gone(pid):
+        return status
+
+    def died(current: dict) -> dict | None:
+        # Re-checked under the lock: a job that just finished has written its state already.
+        if is_active(current) and current.get("pid") == pid:
+            return {"state": "failed", "error": DIED, "finished_at": utcnow()}
+        return None
+
+    return run.update_status(died)
+
+
+def wait(run: Run, on_status: Callable[[dict], None] | None = None, poll: float = 0.3,
+         timeout: float | None = None) -> dict:
+    """Poll until the run reaches a terminal state; TimeoutError after `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = refresh(run)
+        if on_status is not None:
+            on_status(status)
+        if not is_active(status):
+            return status
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"run {run.id} still {status['state']} after {timeout} s")
+        time.sleep(poll)
+
+
+def cancel(run: Run, grace: float = 5.0) -> dict:
+    """Stop a run's job: SIGTERM its process group, SIGKILL after `grace` seconds.
+
+    Returns the final status; a run that already finished is returned unchanged.
+    """
+    status = refresh(run)
+    if not is_active(status):
+        return status
+    pid = status.get("pid")
+    if pid == os.getpid():
+        raise ValueError(f"run {run.id} is running inline in this process; interrupt it instead")
+    if pid is not None:
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while not _gone(pid):
+            if time.monotonic() >= deadline:
+                _signal_group(pid, signal.SIGKILL)
+                deadline = float("inf")  # SIGKILL cannot be ignored: just wait for the exit
+            time.sleep(0.05)
+    # The child normally records 'cancelled' itself; this covers one killed before it could.
+    return run.update_status(lambda s: {"state": "cancelled", "finished_at": utcnow()}
+                             if is_active(s) else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child process: run the target, record the outcome; exit 0, 1 (failed) or 143."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m core.jobs <run folder> <package.module:function>", file=sys.stderr)
+        return 2
+    path = Path(args[0])
+    run = RunStore(path.parent.parent).get(path.name)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _execute(run, args[1], reporter(run))
+    except JobCancelled:
+        return 128 + signal.SIGTERM
+    except Exception:
+        traceback.print_exc()  # into log.txt too
+        return 1
+    return 0
+
+
+def _execute(run: Run, target: str, report: ReportFn) -> None:
+    status = run.update_status(lambda s: {"state": "running", "pid": os.getpid(),
+                                          "started_at": utcnow()} if s["state"] == "queued" else None)
+    if status["state"] != "running":
+        return  # cancelled before it began
+    try:
+        _resolve(target)(run, report)
+    except (JobCancelled, KeyboardInterrupt):
+        run.set_status(state="cancelled", finished_at=utcnow())
+        raise
+    except Exception as exc:
+        run.set_status(state="failed", error=f"{type(exc).__name__}: {exc}",
+                       traceback=traceback.format_exc(), finished_at=utcnow())
+        raise
+    run.set_status(state="done", fraction=1.0, finished_at=utcnow())
+
+
+def _resolve(target: str) -> Callable:
+    module_name, _, func_name = target.partition(":")
+    if not module_name or not func_name:
+        raise ValueError(f"invalid job target {target!r}: expected 'package.module:function'")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load job target {target!r}: {exc}") from exc
+    if not callable(func):
+        raise ValueError(f"job target {target!r} is not callable")
+    return func
+
+
+def _claim(run: Run, target: str) -> None:
+    """Record the target of a fresh run, atomically, so a run is executed only once (its
+    artifacts belong to that execution) even if two clicks try to start it together."""
+
+    def claim(status: dict) -> dict:
+        if status["state"] != "queued" or status.get("target"):
+            raise ValueError(f"run {run.id} was already started (state {status['state']}); "
+                             "create a new run")
+        return {"target": target}
+
+    run.update_status(claim)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise JobCancelled()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the job's whole process group (it leads one: DataLoader workers die with it)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        try:  # not a group leader (an inline run in another process): that process only
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _gone(pid: int) -> bool:
+    """Whether the job process has exited; reaps it first if it is our own child, since
+    the launching process never waits on it and it would otherwise linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (another process started it): nothing to reap
+        pass
+    return not pid_alive(pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Progress reporting shared by jobs (status.json), the CLI (tqdm) and tests (no-op).
+
+A reporter is any callable `report(stage, done, total)`; long functions call it as they go.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+
+class Reporter(Protocol):
+    def __call__(self, stage: str, done: int, total: int) -> None: ...
+
+
+def silent(stage: str, done: int, total: int) -> None:
+    """The default reporter: says nothing."""
+
+
+def scaled(report: Reporter, prefix: str) -> Reporter:
+    """A reporter that prefixes every stage name (e.g. 'model 2/5: ')."""
+
+    def inner(stage: str, done: int, total: int) -> None:
+        report(f"{prefix}{stage}", done, total)
+
+    return inner
+
+
+ReportFn = Callable[[str, int, int], None]
