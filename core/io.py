@@ -5,9 +5,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _atomic(path: Path, write) -> None:
@@ -32,6 +35,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def write_npy_atomic(path: Path, array: np.ndarray) -> None:
     _atomic(path, lambda fh: np.save(fh, np.asarray(array)))
+
+
+def write_csv_atomic(path: Path, frame: "pd.DataFrame") -> None:
+    data = frame.to_csv(index=False).encode()
+    _atomic(path, lambda fh: fh.write(data))
 
 
 def read_json(path: Path) -> Any:

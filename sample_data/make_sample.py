@@ -4,6 +4,7 @@
 
 - label: the foreground object, `landbird` (a round body with a beak) or `waterbird` (a long
   flat hull with a mast); drawn small, in a random colour, with jitter and noise.
+- group: "<label> on <place>" (the four Waterbirds groups); place is also kept as an attribute.
 - place (the spurious attribute): `land` (green-brown textured ground) or `water` (blue with
   wave stripes). In train the place agrees with the label for 95% of examples; val and test
   are balanced over the four (label, place) groups.
@@ -108,11 +109,12 @@ def generate(out: Path, seed: int = 0) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     with open(out / "metadata.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["filename", "label", "split", "place", "size", "colour", "time", "source"])
+        writer.writerow(["filename", "label", "split", "group", "place", "size", "colour", "time", "source"])
         for i, r in enumerate(rows):
             name = f"images/{r['split']}_{i:05d}.jpg"
             render(r["object"], r["place"], r, rng).save(out / name, quality=85)
-            writer.writerow([name, CLASSES[r["label"]], r["split"], PLACES[r["place"]],
+            group = f"{CLASSES[r['label']]} on {PLACES[r['place']]}"
+            writer.writerow([name, CLASSES[r["label"]], r["split"], group, PLACES[r["place"]],
                              r["size"], r["colour"], r["time"], r["source"]])
 
 

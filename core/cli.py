@@ -1,0 +1,206 @@
+"""The `d3m` command: the same job calls as the dashboard, with progress bars.
+
+    d3m pipeline [--data DIR] [--workdir DIR] [--method d3m|auto-d3m|random] [--k N] ...
+    d3m analyze | debias | runs | show RUN | export RUN --out FILE | cancel RUN | validate
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core import jobs
+from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, ModelConfig, TrainConfig, TrakConfig, to_dict
+from core.dataset import validate_dataset
+from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
+from core.runs import Run, RunStore
+from core.summary import pipeline_summary, runs_frame
+
+ANALYSIS_TARGET = "core.analysis:run_analysis"
+
+
+def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
+    base = AnalysisConfig()
+    return AnalysisConfig(
+        data=DataConfig(str(Path(args.data).resolve()), args.image_size, args.group_attribute),
+        model=ModelConfig(args.arch, 1, args.weights),
+        train=replace(base.train, epochs=args.epochs or base.train.epochs, seed=args.seed, device=args.device),
+        trak=replace(base.trak, n_models=args.models or base.trak.n_models, proj_dim=args.proj_dim,
+                     projector=args.projector, scope=args.scope),
+    )
+
+
+def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
+    """Reuse a finished analysis with the same config (a restart loses nothing), else run one."""
+    wanted = to_dict(cfg)
+    for run in reversed(store.list("analysis")):
+        if run.config() == wanted and run.status().get("state") == "done":
+            print(f"reusing analysis {run.id}", file=sys.stderr)
+            return run
+    run = store.create("analysis", wanted, label=f"{Path(cfg.data.root).name}, T={cfg.trak.n_models}")
+    jobs.start(run, ANALYSIS_TARGET)
+    return follow(run)
+
+
+def follow(run: Run) -> Run:
+    """Wait for a job with a progress bar; Ctrl-C cancels it. Raises if it did not finish."""
+    bar = tqdm(total=1000, desc=run.id, unit="‰", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    shown = {}
+
+    def show(status: dict) -> None:
+        desc = f"{run.kind} {status.get('stage') or status.get('state')}"[:60]
+        n = int(1000 * (status.get("fraction") or 0.0))
+        if shown != {"desc": desc, "n": n}:
+            shown.update(desc=desc, n=n)
+            bar.set_description(desc)
+            bar.n = n
+            bar.refresh()
+
+    try:
+        final = jobs.wait(run, on_status=show)
+    except KeyboardInterrupt:
+        final = jobs.cancel(run)
+    finally:
+        bar.close()
+    if final["state"] != "done":
+        raise SystemExit(f"{run.kind} run {run.id} {final['state']}: {final.get('error') or ''}\n"
+                         f"(log: {run.path / 'log.txt'})")
+    return run
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    store = RunStore(args.workdir)
+    analysis = find_or_start_analysis(store, analysis_config(args))
+    method = args.method.replace("-", "_")
+    params = {"seed": args.seed, "k": args.k}
+    if args.k_sweep:
+        params["k_sweep"] = [int(k) for k in args.k_sweep.split(",")]
+    if method == "random" and args.k is None:
+        params["k"] = int((analysis.read_array("alignment") < 0).sum())
+    run = follow_debias(store, analysis.id, method, params)
+    print(json.dumps(pipeline_summary(store, run)))
+
+
+def follow_debias(store: RunStore, analysis_id: str, method: str, params: dict) -> Run:
+    run = create_debias_run(store, analysis_id, method, params)
+    jobs.start(run, DEBIAS_TARGET)
+    return follow(run)
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    run = find_or_start_analysis(RunStore(args.workdir), analysis_config(args))
+    print(run.id)
+
+
+def cmd_debias(args: argparse.Namespace) -> None:
+    store = RunStore(args.workdir)
+    params = {"seed": args.seed, "k": args.k}
+    run = follow_debias(store, args.analysis, args.method.replace("-", "_"), params)
+    print(json.dumps(pipeline_summary(store, run)))
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    frame = runs_frame(RunStore(args.workdir))
+    print(frame.to_string(index=False) if len(frame) else f"no runs in {args.workdir}")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    run = RunStore(args.workdir).get(args.run)
+    out = {"id": run.id, "kind": run.kind, "parent": run.parent, "label": run.label,
+           "status": run.status(), "config": run.config()}
+    if run.has("metrics.json"):
+        out["metrics"] = run.read_json("metrics")
+    print(json.dumps(out, indent=2, default=str))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    run = RunStore(args.workdir).get(args.run)
+    if not run.has("removed.csv"):
+        raise SystemExit(f"run {run.id} has no removed examples (is it a finished debias run?)")
+    Path(args.out).write_bytes(run.file("removed.csv").read_bytes())
+    print(f"wrote {args.out}")
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    print(jobs.cancel(RunStore(args.workdir).get(args.run))["state"])
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    issues = validate_dataset(args.data, args.group_attribute)
+    for issue in issues:
+        print(issue)
+    if issues:
+        raise SystemExit(f"{len(issues)} problem(s) in {args.data}")
+    print(f"{args.data}: valid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="d3m", description="Data debiasing with D3M / Auto-D3M and TRAK.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--workdir", default="workdir", help="where runs are stored (default: ./workdir)")
+        return p
+
+    def data_opts(p: argparse.ArgumentParser) -> None:
+        d, t = AnalysisConfig(), TrakConfig()
+        p.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with metadata.csv (default: sample_data/)")
+        p.add_argument("--group-attribute", default=None, help="groups = (label, this attribute) when no group column")
+        p.add_argument("--image-size", type=int, default=d.data.image_size)
+        p.add_argument("--arch", default=d.model.arch, choices=["small_cnn", "resnet18"])
+        p.add_argument("--weights", default=None, help="local ResNet-18 state_dict to start from")
+        p.add_argument("--models", type=int, default=None, help=f"ensemble size T (default {t.n_models})")
+        p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {TrainConfig().epochs})")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--proj-dim", type=int, default=t.proj_dim)
+        p.add_argument("--projector", default=t.projector, choices=["factored", "dense"])
+        p.add_argument("--scope", default=t.scope, help="gradient scope: all | last | last:N")
+
+    p = common(sub.add_parser("pipeline", help="ERM, attribution, selection, retraining and the random control"))
+    data_opts(p)
+    p.add_argument("--method", default="d3m", choices=["d3m", "auto-d3m", "random"])
+    p.add_argument("--k", type=int, default=None, help="examples to remove (default: all with A_i < 0)")
+    p.add_argument("--k-sweep", default=None, help="comma-separated k's: keep the best validation WGA")
+    p.set_defaults(func=cmd_pipeline)
+    p = common(sub.add_parser("analyze", help="ERM + TRAK ensemble only; prints the analysis run id"))
+    data_opts(p)
+    p.set_defaults(func=cmd_analyze)
+    p = common(sub.add_parser("debias", help="run one method on a finished analysis"))
+    p.add_argument("--analysis", required=True)
+    p.add_argument("--method", default="d3m")
+    p.add_argument("--k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_debias)
+    common(sub.add_parser("runs", help="list runs")).set_defaults(func=cmd_runs)
+    for name, func, hlp in (("show", cmd_show, "show a run's config, status and metrics"),
+                            ("cancel", cmd_cancel, "cancel a running job")):
+        p = common(sub.add_parser(name, help=hlp))
+        p.add_argument("run")
+        p.set_defaults(func=func)
+    p = common(sub.add_parser("export", help="write a run's removed examples to CSV"))
+    p.add_argument("run")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("validate", help="check a dataset folder and list every problem")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--group-attribute", default=None)
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""What every method sees and returns, and the registry that lists them.
+
+A method is one function `run(ctx, params) -> MethodResult` registered under a name with
+the group information it uses (as Table 1 shows it: train/val). Adding a method is adding
+one module to core/methods/ that calls `register`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.config import AnalysisConfig
+from core.dataset import Dataset
+from core.progress import Reporter
+from core.runs import Run
+
+
+@dataclass
+class MethodContext:
+    """The analysis a method builds on: dataset, ERM run, scores, device, progress."""
+
+    data: Dataset
+    analysis: Run
+    cfg: AnalysisConfig
+    device: torch.device
+    report: Reporter
+
+    @cached_property
+    def train_idx(self) -> np.ndarray:
+        return self.data.idx("train")
+
+    @cached_property
+    def val_idx(self) -> np.ndarray:
+        return self.data.idx("val")
+
+    @cached_property
+    def erm_steps(self) -> int:
+        """The ERM run's optimizer-step budget, kept for retraining on fewer examples."""
+        return int(self.analysis.read_json("metrics")["steps"])
+
+    def scores(self) -> np.ndarray:
+        return self.analysis.read_array("scores")
+
+    def erm_val_logits(self) -> np.ndarray:
+        return self.analysis.read_array("erm_logits_val")
+
+
+@dataclass
+class MethodResult:
+    model: torch.nn.Module
+    removed: np.ndarray  # positions in the train split (not example ids) left out of training
+    steps: int
+    info: dict = field(default_factory=dict)  # what was selected and why (k sweep, epoch, ...)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str
+    group_info: str  # "train/val" group labels used, as in Table 1: "no/no", "no/yes", "yes/yes"
+    run: Callable[[MethodContext, dict], MethodResult]
+    removes: bool = True  # a removal method: its random control removes as many examples
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, title: str, group_info: str, removes: bool = True):
+    def wrap(fn: Callable[[MethodContext, dict], MethodResult]):
+        METHODS[name] = Method(name, title, group_info, fn, removes)
+        return fn
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]

@@ -1,0 +1,64 @@
+"""Shared by every removal method: drop training examples, retrain with the ERM recipe.
+
+The retrained model keeps the ERM run's optimizer-step budget by default: fewer examples
+for the same epochs would mean fewer steps and an undertrained model (shared/notes/d3m.md).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from core.analysis import Trained, fit
+from core.metrics import group_metrics
+from core.methods.base import MethodContext, MethodResult
+from core.progress import scaled
+from core.selection import most_negative
+from core.training import predict_logits
+
+
+def retrain_without(ctx: MethodContext, removed: np.ndarray, params: dict, prefix: str = "") -> Trained:
+    """Train a fresh model on train minus `removed` (positions) with the run's recipe."""
+    keep = np.setdiff1d(np.arange(len(ctx.train_idx)), removed)
+    if len(keep) == 0:
+        raise ValueError("every training example would be removed: choose a smaller k")
+    steps = ctx.erm_steps if params.get("keep_steps", True) else None
+    cfg = replace(ctx.cfg.train, seed=int(params.get("seed", ctx.cfg.train.seed)), steps=steps)
+    return fit(ctx.data, ctx.train_idx[keep], ctx.cfg, cfg, ctx.device, scaled(ctx.report, prefix + "retrained model: "))
+
+
+def val_wga(ctx: MethodContext, trained: Trained, groups: np.ndarray, names: list[str]) -> float:
+    """Worst-group validation accuracy over the groups the method may use."""
+    logits = predict_logits(trained.model, ctx.data.images, ctx.val_idx, ctx.device)
+    return group_metrics(logits.argmax(1), ctx.data.labels[ctx.val_idx], groups, names)["wga"]
+
+
+def remove_by_score(ctx: MethodContext, params: dict, align: np.ndarray, sel_groups: np.ndarray,
+                    sel_names: list[str]) -> MethodResult:
+    """Remove the k most negative scores and retrain.
+
+    k: params["k"], else the best of params["k_sweep"] by validation worst-group accuracy on
+    `sel_groups` (true or pseudo groups: whatever the method is allowed to see), else the
+    number of negative scores.
+    """
+    sweep = [int(k) for k in params.get("k_sweep") or []]
+    k = params.get("k")
+    info = {"default_k": int((align < 0).sum())}
+    if k is None and sweep:
+        curve = []
+        best = None
+        for i, k_i in enumerate(sweep):
+            trained = retrain_without(ctx, most_negative(align, k_i), params, f"sweep {i + 1}/{len(sweep)} (k={k_i}): ")
+            wga = val_wga(ctx, trained, sel_groups, sel_names)
+            curve.append({"k": k_i, "val_wga": wga})
+            if best is None or wga > best[1]:
+                best = (k_i, wga, trained)
+        k, _, trained = best
+        info.update(sweep=curve, selected_k=k, selected_by="validation worst-group accuracy")
+        return MethodResult(trained.model, most_negative(align, k), trained.steps, info)
+    k = info["default_k"] if k is None else int(k)
+    info["selected_k"] = k
+    info["selected_by"] = "given k" if params.get("k") is not None else "all negative scores (A_i < 0)"
+    removed = most_negative(align, k)
+    trained = retrain_without(ctx, removed, params)
+    return MethodResult(trained.model, removed, trained.steps, info)
