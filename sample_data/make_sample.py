@@ -94,18 +94,19 @@ def plan_split(split: str, n: int, rng: np.random.Generator) -> list[dict]:
     return rows
 
 
-def plant_crowd(rows: list[dict], rng: np.random.Generator) -> None:
-    """Turn N_CROWD training examples into mislabeled ones whose label follows the place."""
-    for row in rng.choice([r for r in rows if r["split"] == "train"], N_CROWD, replace=False):
+def plant_crowd(rows: list[dict], rng: np.random.Generator, n: int = N_CROWD) -> None:
+    """Turn n training examples into mislabeled ones whose label follows the place."""
+    for row in rng.choice([r for r in rows if r["split"] == "train"], n, replace=False):
         row["object"] = 1 - row["label"]
         row["place"] = row["label"]
         row["source"] = "crowd"
 
 
-def generate(out: Path, seed: int = 0) -> None:
+def generate(out: Path, seed: int = 0, scale: float = 1.0) -> None:
+    """Write the dataset to `out`; `scale` < 1 makes a smaller copy (tests)."""
     rng = np.random.default_rng(seed)
-    rows = [r for split, n in COUNTS.items() for r in plan_split(split, n, rng)]
-    plant_crowd(rows, rng)
+    rows = [r for split, n in COUNTS.items() for r in plan_split(split, max(8, round(n * scale)), rng)]
+    plant_crowd(rows, rng, max(2, round(N_CROWD * scale)))
     (out / "images").mkdir(parents=True, exist_ok=True)
     with open(out / "metadata.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -122,8 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the default size")
     args = parser.parse_args()
-    generate(args.out, args.seed)
+    generate(args.out, args.seed, args.scale)
 
 
 if __name__ == "__main__":
