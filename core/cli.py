@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core import jobs
+from core.attribution.gradients import FEATURIZERS
 from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, ModelConfig, TrainConfig, TrakConfig, to_dict
 from core.dataset import validate_dataset
 from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
@@ -35,7 +36,13 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
 
 
 def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
-    """Reuse a finished analysis with the same config (a restart loses nothing), else run one."""
+    """Reuse a finished analysis with the same config (a restart loses nothing), else run one.
+
+    The dataset is checked first (without decoding images: the job does that), so a bad
+    folder is reported before any run is created."""
+    issues = validate_dataset(cfg.data.root, cfg.data.group_attribute, check_images=False)
+    if issues:
+        raise SystemExit("\n".join(map(str, issues[:20])) + f"\n{len(issues)} problem(s): nothing was run")
     wanted = to_dict(cfg)
     for run in reversed(store.list("analysis")):
         if run.config() == wanted and run.status().get("state") == "done":
@@ -159,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--proj-dim", type=int, default=t.proj_dim)
-        p.add_argument("--projector", default=t.projector, choices=["factored", "dense"])
+        p.add_argument("--projector", default=t.projector, choices=list(FEATURIZERS))
         p.add_argument("--scope", default=t.scope, help="gradient scope: all | last | last:N")
 
     p = common(sub.add_parser("pipeline", help="ERM, attribution, selection, retraining and the random control"))

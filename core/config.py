@@ -23,6 +23,7 @@ class DataConfig:
     root: str = DEFAULT_DATA
     image_size: int = 32
     group_attribute: str | None = None  # groups = (label, this attribute) when no `group` column
+    metadata: str = "metadata.csv"  # the table's file name inside root (core/layouts.py writes others)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ Groups come from the `group` column when there is one, else from (label, attribu
 attribute named by `DataConfig.group_attribute`, else the groups are the classes themselves,
 so worst-group accuracy then is worst-class accuracy.
 
+The table is `metadata.csv` unless `DataConfig.metadata` names another file in the folder (a
+folder holding its own metadata.csv in another format, e.g. Waterbirds: see core/layouts.py);
+`root` may also be the table file itself (`.../waterbirds/d3m_metadata.csv`).
+
 Problems are reported as `DatasetIssue`s. Their row numbers are metadata.csv line numbers as a
 spreadsheet shows them: the header is line 1, the first data row line 2.
 """
@@ -113,14 +117,23 @@ class Dataset:
         return out
 
 
+def metadata_path(root: str | Path, metadata: str = METADATA) -> Path:
+    """The metadata table: `root/metadata`, or `root` itself when it names a file."""
+    if Path(metadata).name != metadata or metadata in ("", ".", ".."):
+        raise ValueError(f"metadata {metadata!r} must be a file name inside the dataset folder")
+    root = Path(root).resolve()
+    return root if root.is_file() else root / metadata
+
+
 def validate_dataset(
-    root: str | Path, group_attribute: str | None = None, check_images: bool = True
+    root: str | Path, group_attribute: str | None = None, check_images: bool = True,
+    metadata: str = METADATA,
 ) -> list[DatasetIssue]:
     """Every problem found in a dataset folder; an empty list means it loads.
 
     With `check_images=False` images are only checked to exist, not opened (fast).
     """
-    csv = Path(root).resolve() / METADATA
+    csv = metadata_path(root, metadata)
     df, paths, issues = _inspect(csv, group_attribute)
     if check_images and df is not None:
         issues += _decode_images(csv, df, paths, None, silent)
@@ -137,7 +150,7 @@ def load_dataset(
     """
     if cfg.image_size < 1:
         raise ValueError(f"image_size must be positive, got {cfg.image_size}")
-    csv = Path(cfg.root).resolve() / METADATA
+    csv = metadata_path(cfg.root, cfg.metadata)
     df, paths, issues = _inspect(csv, cfg.group_attribute)
     if issues or df is None:
         raise DatasetError(issues)

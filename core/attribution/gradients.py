@@ -8,17 +8,21 @@ Two featurizers with one signature `featurizer(model, x, y) -> (features (B, k),
   hooks on each linear/conv layer in scope; the per-example gradient of such a layer is
   Σ_l δ_l a_lᵀ, projected per layer by a Kronecker projector without ever being formed.
   Requires the model in eval mode (examples independent: no batch statistics).
+- `SparseFeaturizer`: the same hooks give each layer's explicit per-example gradient
+  Σ_l δ_l a_lᵀ (one einsum), which a sparse sign projection adds into the k features.
 - `DenseFeaturizer` (reference): explicit per-example gradients with torch.func, flattened and
   multiplied by a dense Gaussian projection.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from core.attribution.projectors import DenseProjector, KroneckerProjector
+from core.attribution.projectors import DenseProjector, KroneckerProjector, SparseProjector
 
 LAYER_TYPES = (nn.Linear, nn.Conv2d)
 
@@ -75,6 +79,40 @@ def layer_outgrads(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
     return g.reshape(g.shape[0], -1, g.shape[-1])
 
 
+def capture(model: nn.Module, layers: list[tuple[str, nn.Module]], x: torch.Tensor, y: torch.Tensor
+            ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """One forward/backward of Σ margins: per layer a (B, L, d_in) and δ (B, L, d_out), and the logits.
+
+    The model must be in eval mode, so that examples are independent (no batch statistics)
+    and Σ_l δ_l a_lᵀ is exactly example b's gradient.
+    """
+    inputs: dict[int, torch.Tensor] = {}
+    grads: dict[int, torch.Tensor] = {}
+
+    def hook(i: int):
+        def fn(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+            inputs[i] = inp[0].detach()
+            out.register_hook(lambda g: grads.__setitem__(i, g.detach()))
+        return fn
+
+    handles = [m.register_forward_hook(hook(i)) for i, (_, m) in enumerate(layers)]
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            margin(logits, y).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    a = [layer_inputs(m, inputs[i]) for i, (_, m) in enumerate(layers)]
+    delta = [layer_outgrads(m, grads[i]) for i, (_, m) in enumerate(layers)]
+    return a, delta, logits.detach()
+
+
+def layer_grads(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Per-example weight gradients Σ_l δ_l a_lᵀ as (B, d_out, d_in); the last column is the bias."""
+    return torch.einsum("blo,bli->boi", delta, a)
+
+
 class FactoredFeaturizer:
     """Per-layer Kronecker-projected gradients from one forward/backward per batch."""
 
@@ -87,26 +125,27 @@ class FactoredFeaturizer:
         self.dim = sum(p.dim(*layer_dims(m)) for p, (_, m) in zip(self.projectors, self.layers))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs: dict[int, torch.Tensor] = {}
-        grads: dict[int, torch.Tensor] = {}
-        handles = [m.register_forward_hook(self._hook(i, inputs, grads)) for i, (_, m) in enumerate(self.layers)]
-        try:
-            with torch.enable_grad():
-                logits = model(x)
-                margin(logits, y).sum().backward()
-        finally:
-            for h in handles:
-                h.remove()
-        feats = [proj(layer_inputs(m, inputs[i]), layer_outgrads(m, grads[i]))
-                 for i, ((_, m), proj) in enumerate(zip(self.layers, self.projectors))]
-        return torch.cat(feats, dim=1), true_class_prob(logits.detach(), y)
+        a, delta, logits = capture(model, self.layers, x, y)
+        feats = [proj(a_i, d_i) for proj, a_i, d_i in zip(self.projectors, a, delta)]
+        return torch.cat(feats, dim=1), true_class_prob(logits, y)
 
-    @staticmethod
-    def _hook(i: int, inputs: dict, grads: dict):
-        def hook(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
-            inputs[i] = inp[0].detach()
-            out.register_hook(lambda g: grads.__setitem__(i, g.detach()))
-        return hook
+
+class SparseFeaturizer:
+    """Explicit per-layer per-example gradients from the hooks, sparse-sign projected to proj_dim."""
+
+    def __init__(self, model: nn.Module, scope: str, proj_dim: int, seed: int,
+                 device: torch.device | str = "cpu"):
+        self.layers = scoped_layers(model, scope)
+        self.projectors = [SparseProjector(math.prod(layer_dims(m)), proj_dim, seed * 1009 + i, device)
+                           for i, (_, m) in enumerate(self.layers)]
+        self.dim = proj_dim
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, delta, logits = capture(model, self.layers, x, y)
+        out = torch.zeros(x.shape[0], self.dim, device=x.device)
+        for proj, a_i, d_i in zip(self.projectors, a, delta):
+            proj(layer_grads(a_i, d_i).reshape(x.shape[0], -1), out=out)
+        return out, true_class_prob(logits, y)
 
 
 def per_example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -141,11 +180,12 @@ class DenseFeaturizer:
         return self.projector(flat), p
 
 
-FEATURIZERS = {"factored": FactoredFeaturizer, "dense": DenseFeaturizer}
+FEATURIZERS = {"factored": FactoredFeaturizer, "sparse": SparseFeaturizer, "dense": DenseFeaturizer}
 
 
 def make_featurizer(model: nn.Module, projector: str, scope: str, proj_dim: int, seed: int,
                     device: torch.device | str = "cpu"):
+    """The featurizer named `projector` (a key of FEATURIZERS): factored | sparse | dense."""
     if projector not in FEATURIZERS:
         raise ValueError(f"unknown projector {projector!r}: choose one of {sorted(FEATURIZERS)}")
     return FEATURIZERS[projector](model, scope, proj_dim, seed, device)

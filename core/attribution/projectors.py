@@ -5,6 +5,9 @@
 - `KroneckerProjector`: for one linear/conv layer whose per-example gradient is Σ_l δ_l a_lᵀ,
   project each side separately, (P_outᵀ δ)(P_inᵀ a)ᵀ, i.e. P = P_out ⊗ P_in (LoGra). The cost
   is that of two thin matrix products instead of p x k per example.
+- `SparseProjector`: a sparse sign (CountSketch-style) JL projection: each input coordinate
+  is added, with a random sign and weight 1/√s, into s random output coordinates; cost
+  O(s·p) per example instead of O(p·k), no p x k matrix stored (Clarkson & Woodruff 2013).
 """
 from __future__ import annotations
 
@@ -79,3 +82,28 @@ class KroneckerProjector:
         if self.p_out is not None:
             delta = delta @ self.p_out
         return torch.einsum("blo,bli->boi", delta, a).reshape(a.shape[0], -1)
+
+
+class SparseProjector:
+    """x (B, p) -> (B, k) by index_add: E[P Pᵀ] = I, so inner products are kept in expectation.
+
+    With s = `nnz` nonzeros per input coordinate (s = 1: CountSketch), the inner-product
+    error has variance ≤ 2‖x‖²‖y‖²/k, as for a dense Gaussian projection. A sum of sparse
+    projections of disjoint blocks with independent seeds is itself one such projection of the
+    concatenation, so a featurizer can project layer by layer into one output.
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, seed: int, device: torch.device | str = "cpu", nnz: int = 1):
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.dim_out = dim_out
+        self.buckets = torch.randint(0, dim_out, (nnz, dim_in), generator=gen).to(device)
+        signs = torch.randint(0, 2, (nnz, dim_in), generator=gen).float() * 2 - 1
+        self.signs = (signs / math.sqrt(nnz)).to(device)
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Add x's projection into `out` (B, k) when given, else into a new zero tensor."""
+        if out is None:
+            out = torch.zeros(x.shape[0], self.dim_out, device=x.device, dtype=x.dtype)
+        for buckets, signs in zip(self.buckets, self.signs):
+            out.index_add_(1, buckets, x * signs.to(x.dtype))
+        return out

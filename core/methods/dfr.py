@@ -1,0 +1,117 @@
+"""DFR, Deep Feature Reweighting (Kirichenko et al. 2023; seeds/001 appendix B.1).
+
+Only the last layer of the analysis's ERM model (erm/model.pt) is retrained: a logistic
+regression on its penultimate features (the input of the last nn.Linear), fitted on a
+group-balanced subsample of one half of validation, averaged over `n_draws` balanced draws
+as in DFR. The regularisation strength C is chosen on the other half of validation by
+worst-group accuracy; the chosen classifier (features standardised on the fitting half, the
+scaling folded into the weights) replaces the last layer. Every other parameter stays
+bit-identical to the ERM model. Train group labels are never used (no/yes); nothing is
+trained by SGD (steps = 0).
+
+Params:
+  seed      the validation split into halves and the balanced draws (default the analysis's)
+  penalty   "l1" (DFR's choice, default) or "l2"
+  c_grid    inverse regularisation strengths to try (default DFR's 1, .7, .3, .1, .07, .03, .01)
+  n_draws   balanced subsamples averaged per fit (default 10)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from core.checkpoints import load_checkpoint
+from core.methods.base import MethodContext, MethodResult, register
+from core.methods.subg import balanced_subsample
+from core.metrics import group_metrics
+from core.training import to_tensor
+
+C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+@torch.no_grad()
+def penultimate(model: nn.Module, images: np.ndarray, idx: np.ndarray, device: torch.device,
+                batch_size: int = 512) -> np.ndarray:
+    """The inputs of the model's last linear layer for examples idx (eval mode), float64."""
+    feats: list[torch.Tensor] = []
+    hook = last_linear(model).register_forward_hook(lambda m, inp, out: feats.append(inp[0].flatten(1).cpu()))
+    try:
+        model.eval().to(device)
+        for i in range(0, len(idx), batch_size):
+            model(to_tensor(images[idx[i:i + batch_size]], device))
+    finally:
+        hook.remove()
+    return torch.cat(feats).double().numpy()
+
+
+def split_halves(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Positions split into two halves with every group divided (as evenly as possible)."""
+    first, second = [], []
+    for g in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == g))
+        first.append(members[:(len(members) + 1) // 2])
+        second.append(members[(len(members) + 1) // 2:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, c: float,
+               penalty: str, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Averaged logistic regressions on balanced draws -> (W (n_classes, d), b) acting on raw x."""
+    if len(np.unique(y)) != n_classes:
+        raise ValueError(f"DFR: the fitting half of validation lacks a class (classes present: {np.unique(y).tolist()})")
+    scaler = StandardScaler().fit(x)
+    z = scaler.transform(x)
+    present, dense = np.unique(groups, return_inverse=True)
+    coefs, intercepts = [], []
+    for _ in range(n_draws):
+        keep = balanced_subsample(dense.reshape(-1), len(present), rng)
+        clf = LogisticRegression(penalty=penalty, C=c, solver="liblinear", max_iter=1000)
+        clf.fit(z[keep], y[keep])
+        coefs.append(clf.coef_)
+        intercepts.append(clf.intercept_)
+    w, b = np.mean(coefs, axis=0), np.mean(intercepts, axis=0)
+    if n_classes == 2:  # one decision function d = w·z + b: logits ±d/2 give softmax = sigmoid(d)
+        w, b = np.vstack([-w / 2, w / 2]), np.concatenate([-b / 2, b / 2])
+    w_raw = w / scaler.scale_
+    return w_raw, b - w_raw @ scaler.mean_
+
+
+def wga(x: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], w: np.ndarray, b: np.ndarray) -> float:
+    return group_metrics((x @ w.T + b).argmax(1), y, groups, names)["wga"]
+
+
+@register("dfr", "DFR (last-layer retraining)", group_info="no/yes", removes=False)
+def dfr(ctx: MethodContext, params: dict) -> MethodResult:
+    penalty = str(params.get("penalty", "l1"))
+    if penalty not in ("l1", "l2"):
+        raise ValueError(f"DFR penalty must be 'l1' or 'l2', got {penalty!r}")
+    grid = [float(c) for c in params.get("c_grid") or C_GRID]
+    n_draws = int(params.get("n_draws", 10))
+    rng = np.random.default_rng(30_000 + int(params.get("seed", ctx.cfg.train.seed)))
+    model = load_checkpoint(ctx.analysis.file("erm/model.pt"), ctx.device)
+    data, val = ctx.data, ctx.val_idx
+    x, y, g = penultimate(model, data.images, val, ctx.device), data.labels[val], data.groups[val]
+    fit_half, sel_half = split_halves(g, rng)
+    sweep, best = [], None
+    for c in grid:
+        w, b = fit_linear(x[fit_half], y[fit_half], g[fit_half], data.n_classes, c, penalty, n_draws, rng)
+        score = wga(x[sel_half], y[sel_half], g[sel_half], data.group_names, w, b)
+        sweep.append({"C": c, "val_wga": score})
+        if best is None or score > best[1]:
+            best = (c, score, w, b)
+    c, score, w, b = best
+    head = last_linear(model)
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(w, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
+    info = {"selected_C": c, "selected_by": "worst-group accuracy on the held-out half of validation",
+            "selected_val_wga": score, "c_sweep": sweep, "penalty": penalty, "n_draws": n_draws,
+            "n_val_fit": int(len(fit_half)), "n_val_select": int(len(sel_half))}
+    return MethodResult(model, np.zeros(0, np.int64), 0, info)

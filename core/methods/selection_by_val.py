@@ -1,0 +1,90 @@
+"""Epoch selection for the re-weighting baselines (RWG, SUBG, JTT, GroupDRO).
+
+Appendix B.2 of seeds/001: these methods early-stop at the epoch with the highest validation
+worst-group accuracy (on the true validation groups: all four use val group labels, Table 1).
+`EpochSelector` is the `train(..., on_epoch=...)` hook doing that: it evaluates the model after
+every epoch and keeps a deep copy of the best state; `fit_selected` trains with it and returns
+the selected model with a record of what was chosen and why.
+
+Shared params of every re-weighting method (besides its own):
+  seed          training seed (default: the analysis's)
+  lr, weight_decay  optimizer overrides (the paper tunes re-weighting methods separately,
+                e.g. Waterbirds lr 1e-5, weight decay 0.1); default: the analysis's recipe
+Training budget: the analysis's ERM optimizer-step budget (ctx.erm_steps).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+from torch import nn
+
+from core.analysis import fit
+from core.config import TrainConfig
+from core.methods.base import MethodContext
+from core.metrics import group_metrics
+from core.progress import scaled
+from core.training import predict_logits
+
+SELECTED_BY = "validation worst-group accuracy"
+
+
+@dataclass
+class EpochSelector:
+    """on_epoch hook: score the model after each epoch, keep the best (first on ties)."""
+
+    evaluate: Callable[[nn.Module], float]
+    curve: list[dict] = field(default_factory=list)
+    best_state: dict | None = None
+    best_epoch: float | None = None
+    best_score: float = -math.inf
+
+    def __call__(self, epoch: int, model: nn.Module) -> None:
+        self.record(epoch + 1, model)  # epochs counted from 1: "after epoch 3"
+
+    def record(self, epoch: float, model: nn.Module) -> None:
+        score = float(self.evaluate(model))
+        self.curve.append({"epoch": epoch, "val_wga": score})
+        if self.best_state is None or score > self.best_score:
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.best_epoch, self.best_score = epoch, score
+
+    def info(self) -> dict:
+        return {"selected_epoch": self.best_epoch, "selected_by": SELECTED_BY,
+                "selected_val_wga": self.best_score, "epoch_val_wga": self.curve}
+
+
+def val_wga(ctx: MethodContext, model: nn.Module) -> float:
+    """Worst-group accuracy on the validation split's true groups."""
+    logits = predict_logits(model, ctx.data.images, ctx.val_idx, ctx.device)
+    val = ctx.val_idx
+    return group_metrics(logits.argmax(1), ctx.data.labels[val], ctx.data.groups[val], ctx.data.group_names)["wga"]
+
+
+def train_config(ctx: MethodContext, params: dict, steps: int | None = None) -> TrainConfig:
+    """The analysis's recipe with the method's seed, the ERM step budget and optional lr/wd."""
+    base = ctx.cfg.train
+    return replace(base, seed=int(params.get("seed", base.seed)),
+                   steps=ctx.erm_steps if steps is None else steps,
+                   lr=float(params.get("lr", base.lr)),
+                   weight_decay=float(params.get("weight_decay", base.weight_decay)))
+
+
+def fit_selected(ctx: MethodContext, idx: np.ndarray, params: dict, prefix: str = "",
+                 **hooks) -> tuple[nn.Module, int, dict]:
+    """Train a fresh model on example ids `idx` (hooks: sample_probs, loss_fn) and return
+    the state of its best epoch by validation WGA, the steps taken and the selection info.
+
+    When the step budget ends inside an epoch, the final model is a candidate too."""
+    cfg = train_config(ctx, params)
+    selector = EpochSelector(lambda model: val_wga(ctx, model))
+    trained = fit(ctx.data, idx, ctx.cfg, cfg, ctx.device, scaled(ctx.report, prefix),
+                  on_epoch=selector, **hooks)
+    per_epoch = math.ceil(len(idx) / cfg.batch_size)
+    if trained.steps % per_epoch:
+        selector.record(round(trained.steps / per_epoch, 2), trained.model)
+    trained.model.load_state_dict(selector.best_state)
+    return trained.model.eval(), trained.steps, selector.info()

@@ -1,0 +1,126 @@
+"""What the Debias and Compare pages show, as plain data: method choices, run tables, curves."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core import jobs
+from core.methods import Method
+from core.runs import Run, RunStore
+from core.summary import jaccard, runs_frame
+
+USER_SETS = {"flagged": "flagged", "subpopulations": "excluded_cells"}  # method -> persisted choice
+
+
+def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[dict]) -> list[dict]:
+    """Every registered method with what it needs from the page and whether it can run now.
+
+    `needs` is 'k' (a removal method choosing by score or at random), 'flagged' / 'cells'
+    (the user's sets) or 'seed' (no removal, e.g. ERM with another seed).
+    """
+    out = []
+    for m in methods.values():
+        needs = "seed"
+        if m.name in USER_SETS:
+            needs = "flagged" if m.name == "flagged" else "cells"
+        elif m.removes:
+            needs = "k"
+        size = len(flagged) if needs == "flagged" else len(cells) if needs == "cells" else None
+        note = ""
+        if size == 0:
+            note = ("flag examples on the Alignment page first" if needs == "flagged"
+                    else "exclude subpopulations on the Subpopulations page first")
+        out.append({"name": m.name, "title": m.title, "group_info": m.group_info, "removes": m.removes,
+                    "needs": needs, "available": size != 0, "note": note})
+    return out
+
+
+def parse_k_sweep(text: str) -> list[int]:
+    """'50, 100, 200' -> [50, 100, 200]; blank -> []; anything else is an error naming it."""
+    ks = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise ValueError(f"k sweep: {part!r} is not a whole number (write e.g. 50, 100, 200)")
+        ks.append(int(part))
+    return sorted(set(ks))
+
+
+def debias_params(choice: dict, seed: int, k: int | None = None, k_sweep: list[int] | None = None,
+                  flagged: list[int] | None = None, cells: list[dict] | None = None) -> dict:
+    """The params of core.debias.create_debias_run for a method choice (see method_choices)."""
+    params: dict = {"seed": int(seed)}
+    if choice["needs"] == "k":
+        if k_sweep and choice["name"] != "random":
+            params["k_sweep"] = list(k_sweep)
+        else:
+            params["k"] = None if k is None else int(k)
+    elif choice["needs"] == "flagged":
+        params["ids"] = [int(i) for i in flagged or []]
+    elif choice["needs"] == "cells":
+        params["cells"] = list(cells or [])
+    return params
+
+
+def _title(run_method: str, methods: dict[str, Method]) -> str:
+    return methods[run_method].title if run_method in methods else run_method
+
+
+def compare_table(store: RunStore, analysis_id: str, methods: dict[str, Method]) -> pd.DataFrame:
+    """One row per run of the analysis (ERM first): what it removed and how it scores."""
+    frame = runs_frame(store, analysis_id)
+    cols = ["run", "method", "state", "k", "seed", "n_removed", "test_wga", "val_wga", "test_acc",
+            "test_balanced_acc", "seconds", "control_of"]
+    if frame.empty:
+        return pd.DataFrame(columns=cols)
+    frame = frame.reindex(columns=sorted(set(frame.columns) | set(cols)))
+    frame["method"] = [("ERM (analysis)" if kind == "analysis" else _title(m, methods))
+                       for kind, m in zip(frame["kind"], frame["method"])]
+    return frame[cols].reset_index(drop=True)
+
+
+def wga_vs_k(table: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+    """Finished debias runs as (method, n removed, test WGA) points, and the ERM test WGA."""
+    done = table[table["state"] == "done"]
+    erm = done[done["method"] == "ERM (analysis)"]["test_wga"]
+    points = done[done["method"] != "ERM (analysis)"][["run", "method", "n_removed", "test_wga", "seed"]]
+    return points.reset_index(drop=True), (float(erm.iloc[0]) if len(erm) else None)
+
+
+def sweep_curves(store: RunStore, analysis_id: str) -> pd.DataFrame:
+    """The validation worst-group accuracy of every k tried by runs that swept k."""
+    rows = []
+    for run in store.list("debias", parent=analysis_id):
+        if run.has("metrics.json"):
+            m = run.read_json("metrics")
+            for point in m.get("info", {}).get("sweep", []):
+                rows.append({"run": run.id, "method": m.get("title", m["method"]), "k": point["k"],
+                             "val_wga": point["val_wga"], "selected": point["k"] == m["info"].get("selected_k")})
+    return pd.DataFrame(rows, columns=["run", "method", "k", "val_wga", "selected"])
+
+
+def jaccard_matrix(runs: list[Run]) -> pd.DataFrame:
+    """Jaccard overlap of the removal sets of finished runs (rows and columns by run id)."""
+    sets = {r.id: np.asarray(r.read_array("removed_ids")) for r in runs if r.has("removed_ids.npy")}
+    names = list(sets)
+    return pd.DataFrame([[jaccard(sets[a], sets[b]) for b in names] for a in names], index=names, columns=names)
+
+
+def metrics_long(metrics: dict) -> pd.DataFrame:
+    """A run's metrics.json as rows (split, metric, value), per-group accuracies included."""
+    rows = []
+    for split in ("val", "test"):
+        m = metrics[split]
+        rows += [{"split": split, "metric": k, "value": m[k]} for k in ("acc", "wga", "balanced_acc", "worst_group")]
+        rows += [{"split": split, "metric": f"accuracy: {g}", "value": a} for g, a in m["per_group"].items()]
+    for k in ("method", "n_removed", "seed", "steps", "seconds"):
+        if k in metrics:
+            rows.append({"split": "", "metric": k, "value": metrics[k]})
+    return pd.DataFrame(rows, columns=["split", "metric", "value"])
+
+
+def active_runs(store: RunStore, analysis_id: str) -> list[Run]:
+    """Debias runs of the analysis whose job is queued or running."""
+    return [r for r in store.list("debias", parent=analysis_id) if jobs.is_active(jobs.refresh(r))]

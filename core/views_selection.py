@@ -1,0 +1,152 @@
+"""What the Extremes, Alignment and Subpopulations pages show, as plain data."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from core.dataset import Dataset
+from core.runs import Run
+from core.views import persisted
+
+LOW_COUNT = 10  # heatmap cells with fewer training examples are marked: their mean is noisy
+
+
+def pseudo_group_names(analysis: Run) -> list[str]:
+    """Auto-D3M pseudo-group names: the user's renames (pseudo_group_names.json) over auto.json's."""
+    names = list(analysis.read_json("auto")["names"])
+    renamed = persisted(analysis, "pseudo_group_names", {})
+    return [renamed.get(str(g)) or name for g, name in enumerate(names)]
+
+
+def rename_pseudo_group(analysis: Run, group: int, name: str) -> list[str]:
+    """Store a new name for pseudo-group `group` (blank: back to the default); returns all names."""
+    renamed = dict(persisted(analysis, "pseudo_group_names", {}))
+    if name.strip():
+        renamed[str(group)] = name.strip()
+    else:
+        renamed.pop(str(group), None)
+    analysis.write_json("pseudo_group_names", renamed)
+    return pseudo_group_names(analysis)
+
+
+def class_extremes(data: Dataset, val_ids: np.ndarray, projection: np.ndarray, auto_groups: np.ndarray,
+                   val_logits: np.ndarray, names: list[str], cls: int, n: int = 8) -> dict:
+    """One class's validation examples along its top principal component (Auto-D3M).
+
+    Returns `frame` (id, projection, pseudo-group, correct, true group), and for each pole
+    ('low': the lower-performing 35% side, pseudo-group 2c; 'high': the rest, 2c + 1) its
+    name, size, ERM accuracy, true-group make-up and the ids of its `n` most extreme examples.
+    """
+    rows = np.flatnonzero(data.labels[val_ids] == cls)
+    ids = val_ids[rows]
+    correct = val_logits[rows].argmax(1) == cls
+    frame = pd.DataFrame({"id": ids, "projection": projection[rows],
+                          "pseudo_group": [names[g] for g in auto_groups[rows]], "correct": correct,
+                          "group": [data.group_names[g] for g in data.groups[ids]]})
+    poles = {}
+    for side, g in (("low", 2 * cls), ("high", 2 * cls + 1)):
+        mask = auto_groups[rows] == g
+        order = np.argsort(projection[rows][mask], kind="stable")
+        extreme = order[:n] if side == "low" else order[::-1][:n]
+        poles[side] = {"name": names[g], "pseudo_group": g, "count": int(mask.sum()),
+                       "accuracy": float(correct[mask].mean()) if mask.any() else math.nan,
+                       "make_up": frame.loc[mask, "group"].value_counts().to_dict(),
+                       "ids": ids[mask][extreme]}
+    return {"frame": frame, "poles": poles}
+
+
+def train_table(data: Dataset, train_ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """One row per training example: id, class, group, attributes and its score (A_i)."""
+    meta = data.metadata.iloc[train_ids]
+    return pd.DataFrame({"id": train_ids,
+                         "class": np.asarray(data.class_names, dtype=object)[data.labels[train_ids]],
+                         "group": np.asarray(data.group_names, dtype=object)[data.groups[train_ids]],
+                         **{a: meta[a].astype(str).to_numpy() for a in data.attributes},
+                         "alignment": np.asarray(scores, np.float64)})
+
+
+def filter_examples(table: pd.DataFrame, classes: Iterable[str] | None = None,
+                    attribute_values: dict[str, Iterable[str]] | None = None,
+                    score_range: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Rows of the class(es), attribute values and score range chosen (empty choice: all)."""
+    mask = np.ones(len(table), bool)
+    if classes:
+        mask &= table["class"].isin(list(classes)).to_numpy()
+    for attr, values in (attribute_values or {}).items():
+        if values:
+            mask &= table[attr].isin(list(values)).to_numpy()
+    if score_range is not None:
+        lo, hi = score_range
+        mask &= table["alignment"].between(lo, hi).to_numpy()
+    return table[mask]
+
+
+def n_pages(n_rows: int, page_size: int) -> int:
+    return max(1, math.ceil(n_rows / page_size))
+
+
+def sorted_page(table: pd.DataFrame, sort_by: str, ascending: bool, page: int, page_size: int) -> pd.DataFrame:
+    """Page `page` (1-based) of the table sorted by one column (ties by id)."""
+    if page < 1 or page > n_pages(len(table), page_size):
+        raise ValueError(f"page {page} is outside 1..{n_pages(len(table), page_size)}")
+    ordered = table.sort_values([sort_by, "id"], ascending=[ascending, True], kind="stable")
+    return ordered.iloc[(page - 1) * page_size: page * page_size]
+
+
+def alignment_summary(scores: np.ndarray) -> dict:
+    """Count, number with A_i < 0 (the default k), and range of the scores."""
+    scores = np.asarray(scores, np.float64)
+    return {"n": int(len(scores)), "negative": int((scores < 0).sum()),
+            "min": float(scores.min()), "max": float(scores.max()), "median": float(np.median(scores))}
+
+
+def ids_from_points(points: Iterable[dict]) -> list[int]:
+    """Example ids of plotly selection points (the id is each point's customdata)."""
+    ids = []
+    for p in points:
+        cd = p.get("customdata")
+        if cd is not None:
+            ids.append(int(cd[0] if isinstance(cd, (list, tuple)) else cd))
+    return sorted(set(ids))
+
+
+def update_id_set(analysis: Run, name: str, add: Iterable[int] = (), remove: Iterable[int] = ()) -> list[int]:
+    """Add/remove ids in a persisted id set of the analysis (e.g. 'flagged'); returns the set."""
+    ids = (set(persisted(analysis, name, [])) | {int(i) for i in add}) - {int(i) for i in remove}
+    analysis.write_json(name, sorted(ids))
+    return sorted(ids)
+
+
+def heatmap(subpop: pd.DataFrame, attribute: str, low_count: int = LOW_COUNT) -> dict[str, pd.DataFrame]:
+    """Attribute value x class tables of mean A_i, counts, and which cells count < low_count."""
+    rows = subpop[subpop["attribute"] == attribute]
+    if rows.empty:
+        raise ValueError(f"no subpopulations for attribute {attribute!r}")
+    mean = rows.pivot(index="value", columns="class", values="mean_alignment").sort_index()
+    count = rows.pivot(index="value", columns="class", values="count").reindex_like(mean).fillna(0).astype(int)
+    return {"mean": mean, "count": count, "low": count < low_count}
+
+
+def cell_key(cell: dict) -> str:
+    return f"{cell['class']} with {cell['attribute']} = {cell['value']}"
+
+
+def cell_ids(data: Dataset, train_ids: np.ndarray, cell: dict) -> np.ndarray:
+    """Training example ids in a (class, attribute = value) cell."""
+    meta = data.metadata.iloc[train_ids]
+    cls = data.class_names.index(cell["class"])
+    mask = (meta[cell["attribute"]].astype(str).to_numpy() == str(cell["value"])) & (data.labels[train_ids] == cls)
+    return train_ids[mask]
+
+
+def toggle_cell(analysis: Run, cell: dict, excluded: bool) -> list[dict]:
+    """Mark a subpopulation cell excluded (or not) in excluded_cells.json; returns all excluded cells."""
+    cell = {"attribute": cell["attribute"], "value": str(cell["value"]), "class": cell["class"]}
+    cells = [c for c in persisted(analysis, "excluded_cells", []) if c != cell]
+    if excluded:
+        cells.append(cell)
+    analysis.write_json("excluded_cells", cells)
+    return cells

@@ -1,0 +1,124 @@
+"""The sidebar (dataset folder, work directory, analysis) and the cached loads every page shares.
+
+Defaults come from the environment: D3M_DATA (dataset folder, else the built-in sample) and
+D3M_WORKDIR (else ./workdir). Loads are cached by run id + file mtime, so a new or rewritten
+artifact is read again and a page change re-reads nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import views, views_selection
+from core.config import DEFAULT_DATA, DataConfig, from_dict
+from core.dataset import Dataset, DatasetIssue, load_dataset, metadata_path, validate_dataset
+from core.runs import Run, RunStore
+
+
+@dataclass
+class Ctx:
+    data_root: str
+    group_attribute: str | None
+    workdir: Path
+    store: RunStore
+    issues: list[DatasetIssue]
+    analysis: Run | None
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _validate(root: str, group_attribute: str | None, csv_mtime: float) -> list[DatasetIssue]:
+    return validate_dataset(root, group_attribute, check_images=False)
+
+
+def sidebar() -> Ctx:
+    """Render the sidebar and return what the pages work on (also kept in session state)."""
+    with st.sidebar:
+        st.subheader("Dataset")
+        root = st.text_input("Dataset folder", value=os.environ.get("D3M_DATA", DEFAULT_DATA), key="data_root",
+                             help="A folder with metadata.csv (filename, label, split[, group], attributes) "
+                                  "and the images it names.").strip()
+        group_attribute = st.text_input(
+            "Group attribute (optional)", key="group_attribute",
+            help="Groups are (class, this attribute) when metadata.csv has no 'group' column.").strip() or None
+        workdir = Path(st.text_input("Work directory", value=os.environ.get("D3M_WORKDIR", "workdir"),
+                                     key="workdir", help="Where analyses and runs are stored.").strip())
+        issues = _validate(root, group_attribute, _mtime(metadata_path(root)))
+        if issues:
+            st.error(f"This dataset folder cannot be used: {len(issues)} problem(s). See the Data page.")
+        store = RunStore(workdir)
+        analyses = views.analyses_for(store, root, group_attribute) if not issues else []
+        analysis = None
+        if analyses:
+            by_id = {r.id: r for r in analyses}
+            chosen = st.selectbox("Analysis", list(by_id), format_func=lambda i: views.analysis_label(by_id[i]),
+                                  key="analysis_id", help="Newest first.")
+            analysis = by_id.get(chosen, analyses[0])
+        elif not issues:
+            st.caption("No finished analysis of this dataset in this work directory yet.")
+    ctx = Ctx(root, group_attribute, workdir, store, issues, analysis)
+    st.session_state["_ctx"] = ctx
+    return ctx
+
+
+def current() -> Ctx:
+    return st.session_state["_ctx"]
+
+
+def data_config(ctx: Ctx) -> DataConfig:
+    """The analysis's data config, or the sidebar's (default image size) before any analysis."""
+    return views.data_config_of(ctx.analysis) if ctx.analysis else views.analysis_config(
+        ctx.data_root, ctx.group_attribute).data
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the dataset…")
+def _dataset(cfg_json: str, workdir: str, csv_mtime: float) -> Dataset:
+    return load_dataset(from_dict(DataConfig, json.loads(cfg_json)), cache_dir=Path(workdir) / "cache")
+
+
+def dataset(ctx: Ctx) -> Dataset:
+    """The dataset (images as a cached memmap); raises DatasetError on invalid data."""
+    cfg = data_config(ctx)
+    return _dataset(json.dumps(cfg.__dict__, sort_keys=True), str(ctx.workdir.resolve()),
+                    _mtime(metadata_path(cfg.root, cfg.metadata)))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _array(path: str, mtime: float) -> np.ndarray:
+    return np.load(path)
+
+
+def array(run: Run, name: str) -> np.ndarray:
+    path = run.file(f"{name}.npy", create_parent=False)
+    return _array(str(path), _mtime(path))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _csv(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"value": str})
+
+
+def csv(run: Run, name: str) -> pd.DataFrame:
+    path = run.file(name, create_parent=False)
+    return _csv(str(path), _mtime(path))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Building the example table…")
+def _train_table(run_id: str, score: str, mtime: float, _ctx: Ctx) -> pd.DataFrame:
+    run = _ctx.store.get(run_id)
+    return views_selection.train_table(dataset(_ctx), array(run, "train_ids"), array(run, score))
+
+
+def train_table(ctx: Ctx, score: str) -> pd.DataFrame:
+    """Training examples with their scores (shared, read-only: filter it, never modify it)."""
+    path = ctx.analysis.file(f"{score}.npy", create_parent=False)
+    return _train_table(ctx.analysis.id, score, _mtime(path), ctx)

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny copy of the sample and one tiny finished analysis (built once)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from core import jobs
+from core.config import AnalysisConfig, DataConfig, to_dict
+from core.runs import Run, RunStore
+from sample_data.make_sample import generate
+
+TINY_SCALE = 0.1  # 300 train / 40 val / 80 test images
+
+
+def tiny_config(root: Path, **trak) -> AnalysisConfig:
+    """Seconds, not minutes: 2 epochs, T = 2, 256 projected dimensions."""
+    base = AnalysisConfig()
+    return AnalysisConfig(data=DataConfig(str(root)), model=base.model,
+                          train=replace(base.train, epochs=2, device="cpu"),
+                          trak=replace(base.trak, n_models=2, proj_dim=256, **trak))
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_sample")
+    generate(root, seed=0, scale=TINY_SCALE)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_analysis(tiny_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """A finished analysis run in its own work directory (treat as read-only)."""
+    store = RunStore(tmp_path_factory.mktemp("workdir"))
+    run = store.create("analysis", to_dict(tiny_config(tiny_sample)))
+    jobs.run_inline(run, "core.analysis:run_analysis")
+    return run

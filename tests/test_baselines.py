@@ -1,0 +1,185 @@
+"""Table-1 baselines (SUBG, RWG, JTT, DFR, GroupDRO) and epoch selection on a tiny analysis."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import core.analysis
+from core import jobs
+from core.analysis import load_run_dataset
+from core.checkpoints import load_checkpoint
+from core.config import AnalysisConfig, DataConfig, TrainConfig, TrakConfig, to_dict
+from core.debias import TARGET, create_debias_run
+from core.methods import METHODS, MethodContext
+from core.methods.dfr import last_linear, split_halves
+from core.methods.groupdro import GroupDROLoss
+from core.methods.rwg import group_balanced_probs
+from core.methods.selection_by_val import EpochSelector, SELECTED_BY, val_wga
+from core.progress import silent
+from core.runs import RunStore
+from core.training import _batches, predict_logits
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def analysis(tmp_path_factory):
+    """(store, analysis run, MethodContext) of a tiny finished analysis, built once."""
+    root = tmp_path_factory.mktemp("baselines")
+    subprocess.run([sys.executable, "sample_data/make_sample.py", "--out", str(root / "data"), "--scale", "0.1"],
+                   cwd=REPO, check=True)
+    cfg = AnalysisConfig(data=DataConfig(str(root / "data")), train=TrainConfig(epochs=2, device="cpu"),
+                         trak=TrakConfig(n_models=2, proj_dim=256))
+    store = RunStore(root / "work")
+    run = store.create("analysis", to_dict(cfg))
+    jobs.run_inline(run, "core.analysis:run_analysis")
+    ctx = MethodContext(load_run_dataset(cfg, run, silent), run, cfg, CPU, silent)
+    return store, run, ctx
+
+
+@pytest.fixture
+def train_calls(monkeypatch):
+    """Spy on core.analysis.train (what fit() calls): records (model, kwargs) of each call."""
+    calls = []
+    real = core.analysis.train
+
+    def spy(model, *args, **kwargs):
+        calls.append((model, kwargs))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(core.analysis, "train", spy)
+    return calls
+
+
+def check_selection(ctx: MethodContext, model: nn.Module, info: dict) -> None:
+    """The returned model is the best epoch of the recorded curve (first on ties)."""
+    curve = [point["val_wga"] for point in info["epoch_val_wga"]]
+    assert len(curve) >= 2 and info["selected_by"] == SELECTED_BY
+    assert info["selected_epoch"] == info["epoch_val_wga"][int(np.argmax(curve))]["epoch"]
+    assert val_wga(ctx, model) == pytest.approx(max(curve))
+
+
+def test_registered_with_table1_group_info():
+    expected = {"jtt": "no/yes", "dfr": "no/yes", "rwg": "yes/yes", "subg": "yes/yes", "groupdro": "yes/yes"}
+    assert {name: METHODS[name].group_info for name in expected} == expected
+    assert METHODS["subg"].removes and not any(METHODS[m].removes for m in ("jtt", "dfr", "rwg", "groupdro"))
+
+
+def test_epoch_selector_keeps_the_best_state():
+    """A fake evaluation sequence: the selector keeps a copy of the model at its best epoch."""
+    scores = iter([0.2, 0.5, 0.4, 0.5])
+    selector = EpochSelector(lambda model: next(scores))
+    model = nn.Linear(1, 1)
+    for epoch in range(4):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        selector(epoch, model)
+    assert selector.best_epoch == 2 and selector.best_score == 0.5  # the first of the tied best
+    assert selector.best_state["weight"].item() == 1.0 and model.weight.item() == 3.0  # a copy
+    assert [p["val_wga"] for p in selector.info()["epoch_val_wga"]] == [0.2, 0.5, 0.4, 0.5]
+
+
+def test_subg_equalises_group_counts(analysis):
+    _, _, ctx = analysis
+    result = METHODS["subg"].run(ctx, {"seed": 1})
+    groups = ctx.data.groups[ctx.train_idx]
+    kept = np.setdiff1d(np.arange(len(groups)), result.removed)
+    counts = np.bincount(groups[kept], minlength=ctx.data.n_groups)
+    assert (counts == np.bincount(groups).min()).all() and counts[0] > 0
+    assert result.steps == ctx.erm_steps  # same step budget on fewer examples
+    check_selection(ctx, result.model, result.info)
+
+
+def test_rwg_draws_groups_equally(analysis, train_calls):
+    _, _, ctx = analysis
+    result = METHODS["rwg"].run(ctx, {"seed": 0})
+    (_, kwargs), = train_calls
+    probs = kwargs["sample_probs"]
+    groups = ctx.data.groups[ctx.train_idx]
+    assert np.allclose(np.bincount(groups, weights=probs), 1 / ctx.data.n_groups)
+    assert np.array_equal(probs, group_balanced_probs(groups))
+    # the training loop's own sampler: every group drawn about a quarter of the time
+    cfg = TrainConfig(batch_size=64, seed=0)
+    drawn = np.concatenate([b for _, b in _batches(ctx.train_idx, cfg, 400, np.random.default_rng(0), probs)])
+    freq = np.bincount(ctx.data.groups[drawn], minlength=ctx.data.n_groups) / len(drawn)
+    assert np.allclose(freq, 1 / ctx.data.n_groups, atol=0.02)
+    assert np.bincount(groups).min() / len(groups) < 0.1  # while the data itself is far from balanced
+    assert len(result.removed) == 0 and result.steps == ctx.erm_steps
+    check_selection(ctx, result.model, result.info)
+
+
+def test_jtt_upweights_exactly_the_first_stage_errors(analysis, train_calls):
+    _, _, ctx = analysis
+    result = METHODS["jtt"].run(ctx, {"seed": 0, "first_epochs": 1, "upweight": 5})
+    (stage1, kw1), (_, kw2) = train_calls
+    assert kw1.get("sample_probs") is None
+    errors = predict_logits(stage1, ctx.data.images, ctx.train_idx, CPU).argmax(1) != ctx.data.labels[ctx.train_idx]
+    assert 0 < errors.sum() < len(errors)
+    probs = kw2["sample_probs"]
+    assert np.allclose(probs[errors], 5 * probs[~errors][0]) and np.allclose(probs[~errors], probs[~errors][0])
+    assert result.info["n_reweighted"] == errors.sum()
+    check_selection(ctx, result.model, result.info)
+
+
+def test_dfr_changes_only_the_last_layer(analysis):
+    _, run, ctx = analysis
+    result = METHODS["dfr"].run(ctx, {"seed": 3, "n_draws": 2})
+    erm = load_checkpoint(run.file("erm/model.pt")).state_dict()
+    new = result.model.state_dict()
+    head = {name for name, p in result.model.named_parameters() if any(p is q for q in last_linear(result.model).parameters())}
+    assert head == {"classifier.4.weight", "classifier.4.bias"}
+    assert all(torch.equal(new[k], erm[k]) for k in erm if k not in head)
+    assert all(not torch.equal(new[k], erm[k]) for k in head)
+    # the folded classifier reproduces the selection score on the held-out half of validation
+    info = result.info
+    assert info["selected_C"] == info["c_sweep"][int(np.argmax([s["val_wga"] for s in info["c_sweep"]]))]["C"]
+    _, held_out = split_halves(ctx.data.groups[ctx.val_idx], np.random.default_rng(30_003))
+    idx = ctx.val_idx[held_out]
+    preds = predict_logits(result.model, ctx.data.images, idx, CPU).argmax(1)
+    correct = preds == ctx.data.labels[idx]
+    wga = min(correct[ctx.data.groups[idx] == g].mean() for g in np.unique(ctx.data.groups[idx]))
+    assert wga == pytest.approx(info["selected_val_wga"])
+    assert result.steps == 0 and info["n_val_fit"] + info["n_val_select"] == len(ctx.val_idx)
+
+
+def test_groupdro_weights_move_toward_the_worst_group(analysis):
+    """On the ERM model's fixed training logits, q orders the groups by their loss."""
+    _, run, ctx = analysis
+    idx = ctx.train_idx
+    logits = torch.as_tensor(predict_logits(load_checkpoint(run.file("erm/model.pt")), ctx.data.images, idx, CPU))
+    y = torch.as_tensor(ctx.data.labels[idx])
+    loss = GroupDROLoss(ctx.data.groups, ctx.data.n_groups, eta=0.5)
+    group_loss = loss.group_losses(logits, y, idx).numpy()
+    for _ in range(5):
+        total = loss(logits, y, idx)
+    q = loss.q.numpy()
+    assert np.argmax(q) == np.argmax(group_loss) and q.max() > 1 / ctx.data.n_groups
+    assert np.array_equal(np.argsort(q), np.argsort(group_loss))
+    assert total.item() == pytest.approx(float(q @ group_loss), rel=1e-5)
+
+
+def test_groupdro_run_records_weights_and_selection(analysis):
+    _, _, ctx = analysis
+    result = METHODS["groupdro"].run(ctx, {"seed": 0, "eta": 0.1})
+    weights = result.info["final_group_weights"]
+    assert set(weights) == set(ctx.data.group_names) and sum(weights.values()) == pytest.approx(1.0)
+    assert max(weights.values()) > 1 / ctx.data.n_groups
+    check_selection(ctx, result.model, result.info)
+
+
+@pytest.mark.parametrize("method", ["subg", "dfr"])
+def test_debias_job_records_method_and_selection(analysis, method):
+    store, run, ctx = analysis
+    child = create_debias_run(store, run.id, method, {"seed": 0, "n_draws": 1}, control=False)
+    jobs.run_inline(child, TARGET)
+    metrics = child.read_json("metrics")
+    assert metrics["group_info"] == METHODS[method].group_info and metrics["info"]["selected_by"]
+    assert metrics["n_removed"] == (len(ctx.train_idx) - 4 * np.bincount(ctx.data.groups[ctx.train_idx]).min()
+                                    if method == "subg" else 0)
