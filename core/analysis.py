@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from core import selection
-from core.attribution.trak import model_scores
+from core.attribution.trak import model_scores, proxy_model_config
 from core.checkpoints import save_checkpoint
 from core.config import AnalysisConfig, TrainConfig, from_dict
 from core.io import write_csv_atomic
@@ -91,12 +91,14 @@ def run_analysis(run: Run, report: Reporter) -> None:
 
 def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.device,
                     report: Reporter, timings: dict) -> np.ndarray:
-    """τ averaged over T models, each trained on a random `subset_fraction` of train."""
+    """τ averaged over T models, each trained on a random `subset_fraction` of train
+    (with trak.proxy_width > 1: narrower proxy models of the configured architecture)."""
     train_idx, val_idx = data.idx("train"), data.idx("val")
     t_cfg = cfg.trak
     out = np.lib.format.open_memmap(run.file("scores.npy"), mode="w+", dtype=np.float32,
                                     shape=(len(val_idx), len(train_idx)))
     rng = np.random.default_rng(cfg.train.seed)
+    member_cfg = replace(cfg, model=proxy_model_config(cfg.model, t_cfg.proxy_width))
     timings.update(ensemble_train=0.0, featurize=0.0)
     for t in range(t_cfg.n_models):
         prefix = f"model {t + 1}/{t_cfg.n_models}: "
@@ -104,9 +106,9 @@ def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.
         subset = np.sort(rng.choice(len(train_idx), n_sub, replace=False))
         run.write_array(f"ensemble/subset_{t}", subset)
         seed = cfg.train.seed * 1000 + t + 1
-        member = fit(data, train_idx[subset], cfg, replace(cfg.train, seed=seed), device,
+        member = fit(data, train_idx[subset], member_cfg, replace(cfg.train, seed=seed), device,
                      scaled(report, prefix))
-        save_checkpoint(run.file(f"ensemble/model_{t}.pt"), member.model, cfg)
+        save_checkpoint(run.file(f"ensemble/model_{t}.pt"), member.model, member_cfg)
         timings["ensemble_train"] += member.seconds
         start = time.perf_counter()
         model_scores(member.model, data.images, data.labels, train_idx, val_idx, t_cfg, seed, device,

@@ -49,11 +49,12 @@ class TrakConfig:
     n_models: int = 5  # ensemble size T
     subset_fraction: float = 0.5  # each model trains on a random subset of this size
     proj_dim: int = 2048  # total feature dimension per model
-    projector: str = "factored"  # factored (per-layer Kronecker) | dense (reference)
+    projector: str = "factored"  # factored (per-layer Kronecker) | sparse (sign sketch) | dense (reference)
     scope: str = "all"  # all | last:N (last N layers) | last
     ridge: float = 1e-3  # relative ridge: lambda = ridge * trace(PhiT Phi) / k
     batch_size: int = 128
-    chunk_size: int = 4096  # train examples per scoring chunk
+    chunk_size: int = 4096  # rows (train or target) per streamed chunk: bounds peak memory
+    proxy_width: int = 1  # ensemble members use channel width / proxy_width (2 = half); small_cnn only
 
 
 @dataclass(frozen=True)

@@ -1,41 +1,69 @@
 """TRAK scores τ(z)_i = g(z)ᵀ (ΦᵀΦ + λI)⁻¹ g_i (1 - p_i) (seeds/001 section 4), streamed.
 
-ΦᵀΦ is accumulated in float64 over chunks of the (memory-mapped) train features and the
-targets' side is solved once, so peak memory is k x k plus one chunk, never n x n.
+ΦᵀΦ is accumulated in float64 over chunks of train features (during featurization or from
+an array); the ridge system is factored once (Cholesky) and each chunk of targets is solved
+and scored against the train features chunk by chunk, so peak memory is k x k plus one chunk
+of each side, never n x n nor m x k.
 """
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+
+Chunks = Iterable[tuple[int, np.ndarray]]  # (first row, rows) pairs covering a feature matrix
+
+
+def array_chunks(features: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, len(features), chunk):
+        yield start, np.asarray(features[start:start + chunk])
+
+
+def accumulate(gram_matrix: np.ndarray, block: np.ndarray) -> None:
+    """gram_matrix += blockᵀ block, in float64."""
+    block = np.asarray(block, dtype=np.float64)
+    gram_matrix += block.T @ block
 
 
 def gram(features: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """ΦᵀΦ in float64, accumulated over row chunks."""
-    k = features.shape[1]
-    out = np.zeros((k, k), np.float64)
-    for start in range(0, len(features), chunk):
-        block = np.asarray(features[start:start + chunk], dtype=np.float64)
-        out += block.T @ block
+    out = np.zeros((features.shape[1],) * 2, np.float64)
+    for _, block in array_chunks(features, chunk):
+        accumulate(out, block)
     return out
 
 
-def solve_targets(gram_matrix: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarray:
-    """Q = G (ΦᵀΦ + λI)⁻¹ with λ = ridge · trace(ΦᵀΦ)/k; solved (Cholesky), never inverted."""
+def factor(gram_matrix: np.ndarray, ridge: float) -> tuple:
+    """Cholesky factor of ΦᵀΦ + λI with λ = ridge · trace(ΦᵀΦ)/k (a relative ridge)."""
     k = gram_matrix.shape[0]
     lam = ridge * np.trace(gram_matrix) / k
-    a = gram_matrix + lam * np.eye(k)
-    chol = np.linalg.cholesky(a)
-    z = np.linalg.solve(chol, np.asarray(targets, np.float64).T)
-    return np.linalg.solve(chol.T, z).T
+    return cho_factor(gram_matrix + lam * np.eye(k), lower=True)
+
+
+def solve(chol: tuple, targets: np.ndarray) -> np.ndarray:
+    """Q = G (ΦᵀΦ + λI)⁻¹ for target features G (m x k): solved, never inverted."""
+    return cho_solve(chol, np.asarray(targets, np.float64).T).T
+
+
+def solve_targets(gram_matrix: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarray:
+    return solve(factor(gram_matrix, ridge), targets)
+
+
+def score_chunks(q: np.ndarray, train_chunks: Chunks, p_train: np.ndarray, out: np.ndarray,
+                 weight: float = 1.0) -> np.ndarray:
+    """out[:, i] += weight · Q g_i (1 - p_i) over train chunks; out is (targets x train)."""
+    q32 = q.astype(np.float32)
+    for start, block in train_chunks:
+        stop = start + len(block)
+        s = (q32 @ np.asarray(block, np.float32).T) * (1.0 - np.asarray(p_train[start:stop], np.float32))
+        out[:, start:stop] += weight * s
+    return out
 
 
 def scores(q: np.ndarray, features: np.ndarray, p_train: np.ndarray, chunk: int = 4096,
            out: np.ndarray | None = None, weight: float = 1.0) -> np.ndarray:
-    """out[:, i] += weight · Q g_i (1 - p_i), for train chunks; returns out (m x n float32)."""
+    """In-memory form of score_chunks; returns out (m x n float32, new when not given)."""
     if out is None:
         out = np.zeros((q.shape[0], len(features)), np.float32)
-    q32 = q.astype(np.float32)
-    for start in range(0, len(features), chunk):
-        block = np.asarray(features[start:start + chunk], dtype=np.float32)
-        s = (q32 @ block.T) * (1.0 - np.asarray(p_train[start:start + chunk], np.float32))
-        out[:, start:start + chunk] += weight * s
-    return out
+    return score_chunks(q, array_chunks(features, chunk), p_train, out, weight)

@@ -1,10 +1,13 @@
 """TRAK facade: one model's scores of target examples against all train examples.
 
 The stages are small and injected: a featurizer (gradients + projection), the feature store
-(train features on disk), and the scorer (streamed Gram matrix, solve, chunked scores).
+(train features streamed to disk with ΦᵀΦ accumulated on the fly), and the scorer (one
+Cholesky factor, then targets in chunks scored against train chunks). Peak memory is set by
+TrakConfig.chunk_size (plus k x k), not by the number of train or target examples.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,26 @@ import torch
 from torch import nn
 
 from core.attribution.gradients import make_featurizer
-from core.attribution.scorer import gram, scores, solve_targets
+from core.attribution.scorer import factor, score_chunks, solve
 from core.attribution.store import featurize, load_or_featurize
-from core.config import TrakConfig, to_dict
+from core.config import ModelConfig, TrakConfig
 from core.progress import Reporter, silent, scaled
+
+FEATURE_FIELDS = ("projector", "proj_dim", "scope", "proxy_width")  # what changes stored features
+
+
+def feature_meta(cfg: TrakConfig, seed: int, model_id: str) -> dict:
+    """What the train features depend on: other settings (T, ridge, chunking) may change freely."""
+    return {**{f: getattr(cfg, f) for f in FEATURE_FIELDS}, "seed": seed, "model": model_id}
+
+
+def proxy_model_config(model: ModelConfig, proxy_width: int) -> ModelConfig:
+    """The narrower model the ensemble members use: channel widths divided by proxy_width."""
+    if proxy_width < 1:
+        raise ValueError(f"trak.proxy_width must be >= 1, got {proxy_width}")
+    if proxy_width > 1 and model.arch != "small_cnn":
+        raise ValueError(f"trak.proxy_width={proxy_width} needs arch small_cnn, not {model.arch!r}")
+    return replace(model, width=model.width * proxy_width)
 
 
 def model_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
@@ -28,14 +47,15 @@ def model_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray, train
     seed is shared by train and target gradients of this model, as TRAK requires.
     """
     featurizer = make_featurizer(model, cfg.projector, cfg.scope, cfg.proj_dim, seed, device)
-    meta = {"trak": to_dict(cfg), "seed": seed, "model": model_id}
-    train_feats, p_train = load_or_featurize(folder, meta, model, featurizer, images, train_idx, labels,
-                                             cfg.batch_size, device, scaled(report, "train "))
-    target_feats = np.zeros((len(target_idx), featurizer.dim), np.float32)
-    featurize(model, featurizer, images, target_idx, labels, cfg.batch_size, device,
-              scaled(report, "target "), out=target_feats)
-    report("scoring", 0, 1)
-    q = solve_targets(gram(train_feats, cfg.chunk_size), target_feats, cfg.ridge)
-    scores(q, train_feats, p_train, cfg.chunk_size, out=out, weight=weight)
-    report("scoring", 1, 1)
+    train = load_or_featurize(folder, feature_meta(cfg, seed, model_id), model, featurizer, images,
+                              train_idx, labels, cfg.batch_size, cfg.chunk_size, device,
+                              scaled(report, "train "))
+    chol = factor(train.gram, cfg.ridge)
+    for start in range(0, len(target_idx), cfg.chunk_size):
+        chunk = target_idx[start:start + cfg.chunk_size]
+        target_feats = np.zeros((len(chunk), featurizer.dim), np.float32)
+        featurize(model, featurizer, images, chunk, labels, cfg.batch_size, device, out=target_feats)
+        score_chunks(solve(chol, target_feats), train.chunks(cfg.chunk_size), train.p,
+                     out[start:start + len(chunk)], weight)
+        report("scoring", start + len(chunk), len(target_idx))
     return out

@@ -72,7 +72,7 @@ def fit_linear(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int,
     coefs, intercepts = [], []
     for _ in range(n_draws):
         keep = balanced_subsample(dense.reshape(-1), len(present), rng)
-        clf = LogisticRegression(penalty=penalty, C=c, solver="liblinear", max_iter=1000)
+        clf = LogisticRegression(C=c, l1_ratio=1.0 if penalty == "l1" else 0.0, solver="liblinear", max_iter=1000)
         clf.fit(z[keep], y[keep])
         coefs.append(clf.coef_)
         intercepts.append(clf.intercept_)

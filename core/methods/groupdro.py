@@ -25,7 +25,7 @@ class GroupDROLoss:
     def __init__(self, groups: np.ndarray, n_groups: int, eta: float):
         if eta < 0:
             raise ValueError(f"GroupDRO step size eta must be >= 0, got {eta}")
-        self.groups = torch.as_tensor(np.asarray(groups), dtype=torch.int64)  # by example id
+        self.groups = torch.tensor(np.array(groups), dtype=torch.int64)  # by example id
         self.n_groups, self.eta = n_groups, float(eta)
         self.q = torch.full((n_groups,), 1.0 / n_groups, dtype=torch.float64)
 

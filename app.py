@@ -1,0 +1,19 @@
+"""The dashboard: `streamlit run app.py` (D3M_DATA / D3M_WORKDIR set the sidebar's defaults)."""
+import streamlit as st
+
+from dashboard import context
+
+st.set_page_config(page_title="D3M dashboard", page_icon="🔎", layout="wide")
+
+PAGES = [
+    st.Page("dashboard/pages/data_model.py", title="Data and model", icon="📊", default=True),
+    st.Page("dashboard/pages/extremes.py", title="Extremes per class", icon="↔️"),
+    st.Page("dashboard/pages/alignment.py", title="Alignment", icon="🎯"),
+    st.Page("dashboard/pages/subpopulations.py", title="Subpopulations", icon="🧩"),
+    st.Page("dashboard/pages/debias.py", title="Debias", icon="🛠️"),
+    st.Page("dashboard/pages/compare.py", title="Compare runs", icon="⚖️"),
+]
+
+navigation = st.navigation(PAGES)
+context.sidebar()
+navigation.run()

@@ -1,0 +1,64 @@
+"""Page 1: what the data is and how well the ERM model does on each group."""
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core import views
+from core.dataset import DatasetError
+from dashboard import context, jobs_panel, widgets
+
+ctx = context.current()
+st.title("Data and model")
+if ctx.issues:
+    st.error(f"The dataset folder `{ctx.data_root}` cannot be used: {len(ctx.issues)} problem(s). "
+             "Fix them in metadata.csv (line numbers as a spreadsheet shows them) and reload.")
+    st.dataframe(views.issues_frame(ctx.issues), hide_index=True, width="stretch")
+    st.stop()
+try:
+    data = context.dataset(ctx)
+except DatasetError as exc:
+    st.error(f"The dataset folder `{ctx.data_root}` cannot be loaded: {len(exc.issues)} problem(s).")
+    st.dataframe(views.issues_frame(exc.issues), hide_index=True, width="stretch")
+    st.stop()
+
+st.caption(f"Dataset `{data.root}`: {len(data.class_names)} classes, {data.n_groups} groups, "
+           f"attributes: {', '.join(data.attributes) or 'none'}.")
+splits = views.split_counts(data)
+for col, row in zip(st.columns(len(splits)), splits.itertuples()):
+    col.metric(f"{row.split} examples", f"{row.examples:,}")
+
+left, right = st.columns([1, 1])
+with left:
+    st.subheader("Counts")
+    by = st.selectbox("Count examples by", ["class", "group", *data.attributes], key="count_by")
+    st.dataframe(views.counts_by(data, by), hide_index=True, width="stretch")
+with right:
+    st.subheader("Sample images")
+    split = st.radio("Split", ["train", "val", "test"], horizontal=True, key="sample_split")
+    for name, ids in views.sample_ids(data, split, per_class=8).items():
+        st.markdown(f"**{name}**")
+        widgets.image_grid(data, ids, [data.group_names[data.groups[i]] for i in ids], width=64,
+                           key=f"sample_{name}")
+
+st.divider()
+st.header("ERM model")
+analysis = jobs_panel.require_analysis(ctx)
+metrics = analysis.read_json("metrics")
+test = metrics["test"]
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Test average accuracy", widgets.pct(test["acc"]))
+c2.metric("Test worst-group accuracy", widgets.pct(test["wga"]), help=f"worst group: {test['worst_group']}")
+c3.metric("Test balanced accuracy", widgets.pct(test["balanced_acc"]))
+c4.metric("Worst group (test)", test["worst_group"])
+st.dataframe(views.metrics_headline(metrics), hide_index=True, width="stretch",
+             column_config={c: widgets.PERCENT for c in
+                            ("average accuracy", "worst-group accuracy", "balanced accuracy")})
+groups = pd.concat([views.per_group_accuracy({split: metrics}, split) for split in ("val", "test")])
+fig = px.bar(groups, x="group", y="accuracy", color="run", barmode="group", hover_data=["examples"],
+             title="ERM accuracy per group", labels={"run": "split"})
+fig.update_yaxes(tickformat=".0%", range=[0, 1])
+st.plotly_chart(fig, width="stretch")
+
+st.divider()
+st.subheader("Run another analysis")
+jobs_panel.analysis_starter(ctx, "Start a new analysis")

@@ -1,0 +1,64 @@
+"""Page 4: mean A_i per (class, attribute value) cell; open a cell, exclude cells from training."""
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import views, views_selection as vs
+from dashboard import context, jobs_panel, widgets
+
+ctx = context.current()
+st.title("Subpopulations")
+analysis = jobs_panel.require_analysis(ctx)
+data = context.dataset(ctx)
+subpop = context.csv(analysis, "subpopulations.csv")
+if subpop.empty:
+    st.info("This dataset has no attribute columns, so there are no subpopulations to show.")
+    st.stop()
+st.caption("Mean group alignment A_i (D3M) of the training examples in each class x attribute-value cell. "
+           f"Strongly negative cells hold examples that hurt the worst groups. Cells with fewer than "
+           f"{vs.LOW_COUNT} examples are marked ⚠: their mean is noisy.")
+attribute = st.selectbox("Attribute", sorted(subpop["attribute"].unique()), key="sub_attr")
+hm = vs.heatmap(subpop, attribute)
+mean, count, low = hm["mean"], hm["count"], hm["low"]
+text = np.where(low.to_numpy(), "⚠ n=" + count.astype(str).to_numpy(), "n=" + count.astype(str).to_numpy())
+limit = float(np.nanmax(np.abs(mean.to_numpy()))) or 1.0
+fig = go.Figure(go.Heatmap(
+    z=mean.to_numpy(), x=list(mean.columns), y=list(mean.index), text=text, texttemplate="%{text}",
+    customdata=count.to_numpy(), colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
+    colorbar={"title": "mean A_i", "exponentformat": "e"},
+    hovertemplate="class %{x}<br>" + attribute + " = %{y}<br>mean A_i %{z:.3e}<br>%{customdata} examples"
+                  "<extra></extra>"))
+fig.update_layout(title=f"Mean A_i by class and {attribute}", xaxis_title="class", yaxis_title=attribute,
+                  height=max(300, 60 * len(mean.index) + 120))
+event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"sub_heatmap_{attribute}",
+                        width="stretch")
+
+cells = [{"attribute": attribute, "value": str(v), "class": c} for v in mean.index for c in mean.columns
+         if count.loc[v, c] > 0]
+clicked = [p for p in (event.selection.points if event else []) if "x" in p and "y" in p]
+if clicked:  # a click on the heatmap picks the cell in the selectbox below
+    st.session_state[f"sub_cell_{attribute}"] = vs.cell_key({"attribute": attribute, "value": str(clicked[0]["y"]),
+                                                            "class": clicked[0]["x"]})
+by_key = {vs.cell_key(c): c for c in sorted(cells, key=lambda c: mean.loc[c["value"], c["class"]])}
+chosen = by_key[st.selectbox("Cell (most negative first; or click the heatmap)", list(by_key),
+                             key=f"sub_cell_{attribute}")]
+ids = vs.cell_ids(data, context.array(analysis, "train_ids"), chosen)
+c1, c2 = st.columns(2)
+c1.metric("training examples in the cell", f"{len(ids):,}")
+c2.metric("mean A_i", f"{mean.loc[chosen['value'], chosen['class']]:.3e}")
+excluded = views.persisted(analysis, "excluded_cells", [])
+is_excluded = st.toggle("Exclude this subpopulation from training", value=chosen in excluded,
+                        key=f"sub_exclude_{vs.cell_key(chosen)}")
+if is_excluded != (chosen in excluded):
+    excluded = vs.toggle_cell(analysis, chosen, is_excluded)
+widgets.image_grid(data, ids, key="sub_grid")
+
+st.subheader(f"Excluded subpopulations ({len(excluded)})")
+if excluded:
+    st.dataframe(subpop.merge(pd.DataFrame(excluded), on=["attribute", "value", "class"]),
+                 hide_index=True, column_config={"mean_alignment": st.column_config.NumberColumn("mean A_i",
+                                                                                                 format="%.3e")})
+    st.caption("Retrain without them on the Debias page (method: Excluded subpopulations).")
+else:
+    st.caption("None yet: choose a cell and switch on 'Exclude this subpopulation from training'.")
