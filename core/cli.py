@@ -1,7 +1,8 @@
 """The `d3m` command: the same job calls as the dashboard, with progress bars.
 
-    d3m pipeline [--data DIR] [--workdir DIR] [--method d3m|auto-d3m|random] [--k N] ...
+    d3m pipeline [--data DIR] [--workdir DIR] [--method d3m|auto-d3m|random|jtt|dfr|...] [--k N] ...
     d3m analyze | debias | runs | show RUN | export RUN --out FILE | cancel RUN | validate
+    d3m import waterbirds --src DIR | d3m import celeba --src DIR --target T --spurious S [--age-subsample]
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from core.attribution.gradients import FEATURIZERS
 from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, ModelConfig, TrainConfig, TrakConfig, to_dict
 from core.dataset import validate_dataset
 from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
+from core.methods import METHODS
 from core.runs import Run, RunStore
 from core.summary import pipeline_summary, runs_frame
 
@@ -146,6 +148,22 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(f"{args.data}: valid")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from core import layouts
+
+    if args.layout == "waterbirds":
+        path = layouts.import_waterbirds(args.src)
+    else:
+        ratio = 4.0 if args.age_subsample else args.majority_ratio
+        path = layouts.import_celeba(args.src, args.target, args.spurious, ratio, args.train_size, args.seed)
+    print(f"wrote {path} (no image copied); use it with: d3m pipeline --data {path}")
+
+
+def method_choices() -> list[str]:
+    """Every registered method, spelled with _ or -."""
+    return sorted(set(METHODS) | {name.replace("_", "-") for name in METHODS})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="d3m", description="Data debiasing with D3M / Auto-D3M and TRAK.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("pipeline", help="ERM, attribution, selection, retraining and the random control"))
     data_opts(p)
-    p.add_argument("--method", default="d3m", choices=["d3m", "auto-d3m", "random"])
+    p.add_argument("--method", default="d3m", choices=method_choices())
     p.add_argument("--k", type=int, default=None, help="examples to remove (default: all with A_i < 0)")
     p.add_argument("--k-sweep", default=None, help="comma-separated k's: keep the best validation WGA")
     p.set_defaults(func=cmd_pipeline)
@@ -198,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--group-attribute", default=None)
     p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("import", help="write a dataset table into a Waterbirds or CelebA folder (no image copied)")
+    p.add_argument("layout", choices=["waterbirds", "celeba"])
+    p.add_argument("--src", required=True, help="the downloaded dataset folder")
+    p.add_argument("--target", default="Blond_Hair", help="CelebA: attribute to predict (default Blond_Hair)")
+    p.add_argument("--spurious", default="Male", help="CelebA: spurious attribute, groups = (target, it)")
+    p.add_argument("--age-subsample", action="store_true",
+                   help="CelebA-Age: training majority:minority groups 4:1 within each class (appendix B.1)")
+    p.add_argument("--majority-ratio", type=float, default=None, help="CelebA: another majority:minority ratio")
+    p.add_argument("--train-size", type=int, default=None, help="CelebA: cap the training split (paper's Age: 50000)")
+    p.add_argument("--seed", type=int, default=0, help="CelebA: subsampling seed")
+    p.set_defaults(func=cmd_import)
     return parser
 
 

@@ -61,13 +61,22 @@ def _require(path: Path, what: str) -> None:
         raise DatasetError([_issue(path, f"does not exist: the {what} layout needs it")])
 
 
+def _check_images(folder: Path, filenames: list[str], source: Path, lines: list[int], column: str) -> None:
+    """Every image must exist; a missing one is reported at its line of the source file."""
+    issues = [_issue(source, f"image file {folder / name} does not exist", line, column, name)
+              for name, line in zip(filenames, lines) if not (folder / name).is_file()]
+    if issues:
+        raise DatasetError(issues)
+
+
 def _finish(folder: Path, table: pd.DataFrame, name: str) -> Path:
-    """Write the table into the folder, then check it loads (no image opened); else remove it."""
+    """Write the table into the folder and check that it loads (no image opened).
+
+    A table that fails (e.g. a group with no validation example) stays for inspection."""
     out = folder / name
     write_csv_atomic(out, table)
     issues = validate_dataset(folder, check_images=False, metadata=name)
     if issues:
-        out.unlink()
         raise DatasetError(issues)
     return out
 
@@ -77,8 +86,13 @@ def import_waterbirds(src: str | Path, name: str = WATERBIRDS_TABLE) -> Path:
     folder = Path(src).resolve()
     csv = folder / "metadata.csv"
     _require(csv, "Waterbirds")
-    raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    try:
+        raw = pd.read_csv(csv, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError([_issue(csv, f"cannot be read as CSV ({type(exc).__name__}: {exc})")]) from exc
     raw.columns = [c.strip() for c in raw.columns]
+    raw.index += 2  # line numbers: the header is line 1
+    raw = raw[~(raw.apply(lambda col: col.str.strip()) == "").all(axis=1)]
     missing = [c for c in WATERBIRDS_COLUMNS if c not in raw.columns]
     if missing:
         raise DatasetError([_issue(csv, f"has no '{c}' column (its columns are: {', '.join(raw.columns)})", column=c)
@@ -86,27 +100,29 @@ def import_waterbirds(src: str | Path, name: str = WATERBIRDS_TABLE) -> Path:
     issues = []
     for column, allowed in (("y", BIRDS), ("split", SPLITS), ("place", PLACES)):
         values = raw[column].str.strip()
-        for row in np.flatnonzero(~values.isin(list(allowed))):
-            issues.append(_issue(csv, f"'{values.iat[row]}' is not one of {', '.join(allowed)}",
-                                 int(row) + 2, column, values.iat[row]))
+        for line, value in values[~values.isin(list(allowed))].items():
+            issues.append(_issue(csv, f"'{value}' is not one of {', '.join(allowed)}", int(line), column, value))
     if issues:
         raise DatasetError(issues)
+    filenames = raw["img_filename"].str.strip()
+    _check_images(folder, list(filenames), csv, list(raw.index), "img_filename")
     label = raw["y"].str.strip().map(BIRDS)
     place = raw["place"].str.strip().map(PLACES)
-    table = pd.DataFrame({"filename": raw["img_filename"].str.strip(), "label": label,
+    table = pd.DataFrame({"filename": filenames, "label": label,
                           "split": raw["split"].str.strip().map(SPLITS), "group": label + " on " + place,
                           "place": place})
-    return _finish(folder, table, name)
+    return _finish(folder, table.reset_index(drop=True), name)
 
 
 def read_celeba_attributes(path: Path) -> pd.DataFrame:
-    """list_attr_celeba.txt -> DataFrame (index: file name, 40 int columns of +1/-1)."""
+    """list_attr_celeba.txt -> DataFrame (index: file name; 40 bool columns, True for 1;
+    `line`: the file's line listing the image)."""
     _require(path, "CelebA")
     lines = path.read_text().splitlines()
     if len(lines) < 2 or not lines[0].strip().isdigit():
         raise DatasetError([_issue(path, "line 1 must be the number of images", 1, None, lines[0] if lines else "")])
     names = lines[1].split()
-    rows, files, issues = [], [], []
+    rows, files, numbers, issues = [], [], [], []
     for number, line in enumerate(lines[2:], start=3):
         parts = line.split()
         if not parts:
@@ -117,12 +133,15 @@ def read_celeba_attributes(path: Path) -> pd.DataFrame:
         bad = [(names[i], v) for i, v in enumerate(parts[1:]) if v not in ("1", "-1")]
         issues += [_issue(path, f"value '{v}' is not 1 or -1", number, col, v) for col, v in bad]
         files.append(parts[0])
+        numbers.append(number)
         rows.append([v == "1" for v in parts[1:]])
     if not issues and int(lines[0]) != len(files):
         issues.append(_issue(path, f"line 1 announces {lines[0].strip()} images but {len(files)} are listed", 1))
     if issues:
         raise DatasetError(issues)
-    return pd.DataFrame(rows, index=files, columns=names)
+    table = pd.DataFrame(rows, index=files, columns=names)
+    table["line"] = numbers  # where each image is listed, for error messages
+    return table
 
 
 def read_celeba_partition(path: Path, files: pd.Index) -> np.ndarray:
@@ -180,6 +199,7 @@ def import_celeba(src: str | Path, target: str, spurious: str, majority_ratio: f
     _require(folder / CELEBA_IMAGES, "CelebA")
     attr_path = folder / CELEBA_ATTR
     attrs = read_celeba_attributes(attr_path)
+    lines = attrs.pop("line").to_numpy()
     for role, name in (("target", target), ("spurious", spurious)):
         if name not in attrs.columns:
             raise DatasetError([_issue(attr_path, f"{role} attribute '{name}' is not one of its attributes "
@@ -187,8 +207,9 @@ def import_celeba(src: str | Path, target: str, spurious: str, majority_ratio: f
     if target == spurious:
         raise ValueError(f"target and spurious attribute are both '{target}'")
     split = read_celeba_partition(folder / CELEBA_PARTITION, attrs.index)
+    filenames = [f"{CELEBA_IMAGES}/{f}" for f in attrs.index]
+    _check_images(folder, filenames, attr_path, list(lines), "file")
     y, s = attrs[target].to_numpy(), attrs[spurious].to_numpy()
-    keep = np.arange(len(attrs))
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(split == "train")
     if majority_ratio:
@@ -196,9 +217,16 @@ def import_celeba(src: str | Path, target: str, spurious: str, majority_ratio: f
     if train_size:
         train = train[cap_total(2 * y[train] + s[train], train_size, rng)]
     keep = np.sort(np.concatenate([train, np.flatnonzero(split != "train")]))
-    label = np.where(y, target, f"not {target}")
+    table = celeba_table(attrs, filenames, split, target, spurious).iloc[keep].reset_index(drop=True)
+    return _finish(folder, table, celeba_table_name(target, spurious, majority_ratio, train_size))
+
+
+def celeba_table(attrs: pd.DataFrame, filenames: list[str], split: np.ndarray, target: str,
+                 spurious: str) -> pd.DataFrame:
+    """Rows in the dataset format: classes "<target>"/"not <target>", groups (class, spurious),
+    every other attribute a yes/no column."""
+    label = np.where(attrs[target].to_numpy(), target, f"not {target}")
+    group = [f"{a}, {'' if b else 'not '}{spurious}" for a, b in zip(label, attrs[spurious].to_numpy())]
     other = [c for c in attrs.columns if c not in (target, spurious)]
-    table = pd.DataFrame({"filename": [f"{CELEBA_IMAGES}/{f}" for f in attrs.index], "label": label,
-                          "split": split, "group": [f"{a}, {'' if b else 'not '}{spurious}" for a, b in zip(label, s)],
-                          **{c: np.where(attrs[c].to_numpy(), "yes", "no") for c in other}})
-    return _finish(folder, table.iloc[keep].reset_index(drop=True), celeba_table_name(target, spurious, majority_ratio, train_size))
+    return pd.DataFrame({"filename": filenames, "label": label, "split": split, "group": group,
+                         **{c: np.where(attrs[c].to_numpy(), "yes", "no") for c in other}})

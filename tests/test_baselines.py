@@ -1,6 +1,7 @@
 """Table-1 baselines (SUBG, RWG, JTT, DFR, GroupDRO) and epoch selection on a tiny analysis."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from core.methods import METHODS, MethodContext
 from core.methods.dfr import last_linear, split_halves
 from core.methods.groupdro import GroupDROLoss
 from core.methods.rwg import group_balanced_probs
+from core.methods.subg import balanced_subsample
 from core.methods.selection_by_val import EpochSelector, SELECTED_BY, val_wga
 from core.progress import silent
 from core.runs import RunStore
@@ -95,6 +97,11 @@ def test_subg_equalises_group_counts(analysis):
     assert (counts == np.bincount(groups).min()).all() and counts[0] > 0
     assert result.steps == ctx.erm_steps  # same step budget on fewer examples
     check_selection(ctx, result.model, result.info)
+
+
+def test_subsample_refuses_an_empty_group():
+    with pytest.raises(ValueError, match="group 'b' has no training examples"):
+        balanced_subsample(np.array([0, 0, 2]), 3, np.random.default_rng(0), ["a", "b", "c"])
 
 
 def test_rwg_draws_groups_equally(analysis, train_calls):
@@ -183,3 +190,21 @@ def test_debias_job_records_method_and_selection(analysis, method):
     assert metrics["group_info"] == METHODS[method].group_info and metrics["info"]["selected_by"]
     assert metrics["n_removed"] == (len(ctx.train_idx) - 4 * np.bincount(ctx.data.groups[ctx.train_idx]).min()
                                     if method == "subg" else 0)
+
+
+def test_table1_benchmark_reuses_the_analysis_and_its_runs(analysis, capsys):
+    from benchmarks.table1 import main
+
+    store, run, _ = analysis
+    args = ["--data", run.config()["data"]["root"], "--workdir", str(store.workdir), "--seeds", "0,1",
+            "--methods", "erm,dfr", "--epochs", "2", "--models", "2", "--proj-dim", "256", "--device", "cpu"]
+    result = main(args)
+    assert len(store.list("analysis")) == 1  # the fixture's analysis, reused
+    runs = {r.id for r in store.list("debias")}
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(lines[-1]) == result and set(result) == {"erm", "dfr"}
+    wgas = [100 * r.read_json("metrics")["test"]["wga"] for r in store.list("debias")
+            if r.config()["method"] == "dfr" and not r.config()["params"].get("n_draws")]
+    assert result["dfr"] == pytest.approx(np.mean(wgas), abs=0.01)
+    assert any(line.startswith("DFR") or " DFR" in line for line in lines)
+    assert main(args) == result and {r.id for r in store.list("debias")} == runs  # nothing rerun

@@ -16,13 +16,15 @@ from core.methods.base import MethodContext, MethodResult, register
 from core.methods.selection_by_val import fit_selected
 
 
-def balanced_subsample(groups: np.ndarray, n_groups: int, rng: np.random.Generator) -> np.ndarray:
+def balanced_subsample(groups: np.ndarray, n_groups: int, rng: np.random.Generator,
+                       names: list[str] | None = None) -> np.ndarray:
     """Sorted positions keeping min-group-size examples of every group (without replacement)."""
     counts = np.bincount(groups, minlength=n_groups)
     smallest = int(counts.min())
     if smallest == 0:
-        raise ValueError(f"SUBG: group {int(counts.argmin())} has no training examples, so "
-                         "subsampling every group to the smallest would leave nothing")
+        empty = names[counts.argmin()] if names else int(counts.argmin())
+        raise ValueError(f"group {empty!r} has no training examples, so subsampling every "
+                         "group to the smallest would leave nothing")
     keep = [rng.choice(np.flatnonzero(groups == g), smallest, replace=False) for g in range(n_groups)]
     return np.sort(np.concatenate(keep))
 
@@ -31,7 +33,7 @@ def balanced_subsample(groups: np.ndarray, n_groups: int, rng: np.random.Generat
 def subg(ctx: MethodContext, params: dict) -> MethodResult:
     seed = int(params.get("seed", ctx.cfg.train.seed))
     groups = ctx.data.groups[ctx.train_idx]
-    keep = balanced_subsample(groups, ctx.data.n_groups, np.random.default_rng(20_000 + seed))
+    keep = balanced_subsample(groups, ctx.data.n_groups, np.random.default_rng(20_000 + seed), ctx.data.group_names)
     removed = np.setdiff1d(np.arange(len(ctx.train_idx)), keep)
     model, steps, info = fit_selected(ctx, ctx.train_idx[keep], params, "SUBG: ")
     info["per_group_kept"] = int(len(keep) // ctx.data.n_groups)
