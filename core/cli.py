@@ -42,7 +42,8 @@ def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
 
     The dataset is checked first (without decoding images: the job does that), so a bad
     folder is reported before any run is created."""
-    issues = validate_dataset(cfg.data.root, cfg.data.group_attribute, check_images=False)
+    issues = validate_dataset(cfg.data.root, cfg.data.group_attribute, check_images=False,
+                              metadata=cfg.data.metadata)
     if issues:
         raise SystemExit("\n".join(map(str, issues[:20])) + f"\n{len(issues)} problem(s): nothing was run")
     wanted = to_dict(cfg)

@@ -22,7 +22,7 @@ from core.methods.dfr import last_linear, split_halves
 from core.methods.groupdro import GroupDROLoss
 from core.methods.rwg import group_balanced_probs
 from core.methods.subg import balanced_subsample
-from core.methods.selection_by_val import EpochSelector, SELECTED_BY, val_wga
+from core.methods.selection_by_val import EpochSelector, SELECTED_BY
 from core.progress import silent
 from core.runs import RunStore
 from core.training import _batches, predict_logits
@@ -65,7 +65,7 @@ def check_selection(ctx: MethodContext, model: nn.Module, info: dict) -> None:
     curve = [point["val_wga"] for point in info["epoch_val_wga"]]
     assert len(curve) >= 2 and info["selected_by"] == SELECTED_BY
     assert info["selected_epoch"] == info["epoch_val_wga"][int(np.argmax(curve))]["epoch"]
-    assert val_wga(ctx, model) == pytest.approx(max(curve))
+    assert ctx.val_wga(model) == pytest.approx(max(curve))
 
 
 def test_registered_with_table1_group_info():

@@ -6,17 +6,19 @@ one module to core/methods/ that calls `register`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Callable
 
 import numpy as np
 import torch
 
-from core.config import AnalysisConfig
+from core.config import AnalysisConfig, TrainConfig
 from core.dataset import Dataset
+from core.metrics import group_metrics
 from core.progress import Reporter
 from core.runs import Run
+from core.training import predict_logits
 
 
 @dataclass
@@ -42,11 +44,29 @@ class MethodContext:
         """The ERM run's optimizer-step budget, kept for retraining on fewer examples."""
         return int(self.analysis.read_json("metrics")["steps"])
 
+    def recipe(self, params: dict, steps: int | None = None) -> TrainConfig:
+        """The analysis's training recipe with the method's seed, the ERM step budget (or
+        `steps`) and optional lr / weight_decay overrides from params."""
+        base = self.cfg.train
+        return replace(base, seed=int(params.get("seed", base.seed)),
+                       steps=self.erm_steps if steps is None else steps,
+                       lr=float(params.get("lr", base.lr)),
+                       weight_decay=float(params.get("weight_decay", base.weight_decay)))
+
     def scores(self) -> np.ndarray:
         return self.analysis.read_array("scores")
 
     def erm_val_logits(self) -> np.ndarray:
         return self.analysis.read_array("erm_logits_val")
+
+    def val_wga(self, model: torch.nn.Module, groups: np.ndarray | None = None,
+                names: list[str] | None = None) -> float:
+        """Validation worst-group accuracy over `groups` (per val example; default: the true
+        groups). Methods without group labels pass their pseudo-groups."""
+        logits = predict_logits(model, self.data.images, self.val_idx, self.device)
+        if groups is None:
+            groups, names = self.data.groups[self.val_idx], self.data.group_names
+        return group_metrics(logits.argmax(1), self.data.labels[self.val_idx], groups, names)["wga"]
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 
 from core.analysis import fit
 from core.methods.base import MethodContext, MethodResult, register
-from core.methods.selection_by_val import fit_selected, train_config
+from core.methods.selection_by_val import fit_selected
 from core.progress import scaled
 from core.training import predict_logits
 
@@ -40,7 +40,7 @@ def jtt(ctx: MethodContext, params: dict) -> MethodResult:
         raise ValueError(f"JTT needs first_epochs >= 1 and upweight >= 1 (got {first_epochs}, {upweight})")
     idx = ctx.train_idx
     first_steps = first_epochs * math.ceil(len(idx) / ctx.cfg.train.batch_size)
-    stage1 = fit(ctx.data, idx, ctx.cfg, train_config(ctx, params, steps=first_steps), ctx.device,
+    stage1 = fit(ctx.data, idx, ctx.cfg, ctx.recipe(params, steps=first_steps), ctx.device,
                  scaled(ctx.report, "JTT stage 1: "))
     errors = predict_logits(stage1.model, ctx.data.images, idx, ctx.device).argmax(1) != ctx.data.labels[idx]
     model, steps, info = fit_selected(ctx, idx, params, "JTT stage 2: ",

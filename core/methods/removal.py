@@ -10,11 +10,9 @@ from dataclasses import replace
 import numpy as np
 
 from core.analysis import Trained, fit
-from core.metrics import group_metrics
 from core.methods.base import MethodContext, MethodResult
 from core.progress import scaled
 from core.selection import most_negative
-from core.training import predict_logits
 
 
 def retrain_without(ctx: MethodContext, removed: np.ndarray, params: dict, prefix: str = "") -> Trained:
@@ -22,15 +20,10 @@ def retrain_without(ctx: MethodContext, removed: np.ndarray, params: dict, prefi
     keep = np.setdiff1d(np.arange(len(ctx.train_idx)), removed)
     if len(keep) == 0:
         raise ValueError("every training example would be removed: choose a smaller k")
-    steps = ctx.erm_steps if params.get("keep_steps", True) else None
-    cfg = replace(ctx.cfg.train, seed=int(params.get("seed", ctx.cfg.train.seed)), steps=steps)
+    cfg = ctx.recipe(params)
+    if not params.get("keep_steps", True):
+        cfg = replace(cfg, steps=None)
     return fit(ctx.data, ctx.train_idx[keep], ctx.cfg, cfg, ctx.device, scaled(ctx.report, prefix + "retrained model: "))
-
-
-def val_wga(ctx: MethodContext, trained: Trained, groups: np.ndarray, names: list[str]) -> float:
-    """Worst-group validation accuracy over the groups the method may use."""
-    logits = predict_logits(trained.model, ctx.data.images, ctx.val_idx, ctx.device)
-    return group_metrics(logits.argmax(1), ctx.data.labels[ctx.val_idx], groups, names)["wga"]
 
 
 def remove_by_score(ctx: MethodContext, params: dict, align: np.ndarray, sel_groups: np.ndarray,
@@ -49,7 +42,7 @@ def remove_by_score(ctx: MethodContext, params: dict, align: np.ndarray, sel_gro
         best = None
         for i, k_i in enumerate(sweep):
             trained = retrain_without(ctx, most_negative(align, k_i), params, f"sweep {i + 1}/{len(sweep)} (k={k_i}): ")
-            wga = val_wga(ctx, trained, sel_groups, sel_names)
+            wga = ctx.val_wga(trained.model, sel_groups, sel_names)
             curve.append({"k": k_i, "val_wga": wga})
             if best is None or wga > best[1]:
                 best = (k_i, wga, trained)

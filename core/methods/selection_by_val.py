@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 from torch import nn
 
 from core.analysis import fit
-from core.config import TrainConfig
 from core.methods.base import MethodContext
-from core.metrics import group_metrics
 from core.progress import scaled
-from core.training import predict_logits
 
 SELECTED_BY = "validation worst-group accuracy"
 
@@ -57,30 +54,14 @@ class EpochSelector:
                 "selected_val_wga": self.best_score, "epoch_val_wga": self.curve}
 
 
-def val_wga(ctx: MethodContext, model: nn.Module) -> float:
-    """Worst-group accuracy on the validation split's true groups."""
-    logits = predict_logits(model, ctx.data.images, ctx.val_idx, ctx.device)
-    val = ctx.val_idx
-    return group_metrics(logits.argmax(1), ctx.data.labels[val], ctx.data.groups[val], ctx.data.group_names)["wga"]
-
-
-def train_config(ctx: MethodContext, params: dict, steps: int | None = None) -> TrainConfig:
-    """The analysis's recipe with the method's seed, the ERM step budget and optional lr/wd."""
-    base = ctx.cfg.train
-    return replace(base, seed=int(params.get("seed", base.seed)),
-                   steps=ctx.erm_steps if steps is None else steps,
-                   lr=float(params.get("lr", base.lr)),
-                   weight_decay=float(params.get("weight_decay", base.weight_decay)))
-
-
 def fit_selected(ctx: MethodContext, idx: np.ndarray, params: dict, prefix: str = "",
                  **hooks) -> tuple[nn.Module, int, dict]:
     """Train a fresh model on example ids `idx` (hooks: sample_probs, loss_fn) and return
     the state of its best epoch by validation WGA, the steps taken and the selection info.
 
     When the step budget ends inside an epoch, the final model is a candidate too."""
-    cfg = train_config(ctx, params)
-    selector = EpochSelector(lambda model: val_wga(ctx, model))
+    cfg = ctx.recipe(params)
+    selector = EpochSelector(ctx.val_wga)
     trained = fit(ctx.data, idx, ctx.cfg, cfg, ctx.device, scaled(ctx.report, prefix),
                   on_epoch=selector, **hooks)
     per_epoch = math.ceil(len(idx) / cfg.batch_size)
