@@ -63,8 +63,8 @@ def analysis_label(run: Run) -> str:
     """How an analysis is named in the selectbox: when, T, epochs, projection dim."""
     cfg = run.config()
     when = run.created_at[:16].replace("T", " ")
-    return (f"{when} UTC: T={cfg['trak']['n_models']}, {cfg['train']['epochs']} epochs, "
-            f"{cfg['data']['image_size']} px, proj {cfg['trak']['proj_dim']} ({run.id})")
+    return (f"{when} · T={cfg['trak']['n_models']}, {cfg['train']['epochs']} epochs, "
+            f"{cfg['data']['image_size']} px, proj. {cfg['trak']['proj_dim']}")
 
 
 def new_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
@@ -81,10 +81,11 @@ def job_progress(run: Run, status: dict, now: datetime | None = None) -> dict:
     now = now or datetime.now(timezone.utc)
     started = _parse_time(status.get("started_at")) or _parse_time(run.created_at)
     end = _parse_time(status.get("finished_at")) or now
-    return {"state": status.get("state"), "stage": status.get("stage") or status.get("state") or "",
+    active = status.get("state") in ACTIVE_STATES
+    return {"state": status.get("state"), "stage": status.get("stage") or ("starting" if active else ""),
             "percent": round(100.0 * float(status.get("fraction") or 0.0), 1),
             "elapsed_s": max(0.0, (end - started).total_seconds()),
-            "active": status.get("state") in ACTIVE_STATES, "error": status.get("error"),
+            "active": active, "error": status.get("error"),
             "log": str(run.path / "log.txt")}
 
 
@@ -132,11 +133,10 @@ def sample_ids(data: Dataset, split: str = "train", per_class: int = 6, seed: in
 
 
 def metrics_headline(metrics: dict) -> pd.DataFrame:
-    """One row per split: average, worst-group and balanced accuracy (fractions) and the worst group."""
-    return pd.DataFrame([{"split": split, "average accuracy": metrics[split]["acc"],
-                          "worst-group accuracy": metrics[split]["wga"],
-                          "balanced accuracy": metrics[split]["balanced_acc"],
-                          "worst group": metrics[split]["worst_group"]} for split in ("val", "test")])
+    """Average, worst-group and balanced accuracy (fractions), one row each, a column per split."""
+    names = {"acc": "average accuracy", "wga": "worst-group accuracy", "balanced_acc": "balanced accuracy"}
+    return pd.DataFrame([{"metric": label, "val": metrics["val"][k], "test": metrics["test"][k]}
+                         for k, label in names.items()])
 
 
 def per_group_accuracy(metrics_by_run: dict[str, dict], split: str = "test") -> pd.DataFrame:

@@ -10,20 +10,21 @@ from core.runs import Run, RunStore
 from core.summary import jaccard, runs_frame
 
 USER_SETS = {"flagged": "flagged", "subpopulations": "excluded_cells"}  # method -> persisted choice
+K_METHODS = ("d3m", "auto_d3m", "random")  # methods whose params take k (the registry does not say)
 
 
 def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[dict]) -> list[dict]:
     """Every registered method with what it needs from the page and whether it can run now.
 
     `needs` is 'k' (a removal method choosing by score or at random), 'flagged' / 'cells'
-    (the user's sets) or 'seed' (no removal, e.g. ERM with another seed).
+    (the user's sets) or 'seed' (a fixed recipe: ERM, SUBG, GroupDRO, ... with a seed).
     """
     out = []
     for m in methods.values():
         needs = "seed"
         if m.name in USER_SETS:
             needs = "flagged" if m.name == "flagged" else "cells"
-        elif m.removes:
+        elif m.name in K_METHODS:
             needs = "k"
         size = len(flagged) if needs == "flagged" else len(cells) if needs == "cells" else None
         note = ""
@@ -71,8 +72,8 @@ def _title(run_method: str, methods: dict[str, Method]) -> str:
 def compare_table(store: RunStore, analysis_id: str, methods: dict[str, Method]) -> pd.DataFrame:
     """One row per run of the analysis (ERM first): what it removed and how it scores."""
     frame = runs_frame(store, analysis_id)
-    cols = ["run", "method", "state", "k", "seed", "n_removed", "test_wga", "val_wga", "test_acc",
-            "test_balanced_acc", "seconds", "control_of"]
+    cols = ["method", "k", "seed", "n_removed", "test_wga", "val_wga", "test_acc", "test_balanced_acc",
+            "seconds", "state", "run", "control_of"]
     if frame.empty:
         return pd.DataFrame(columns=cols)
     frame = frame.reindex(columns=sorted(set(frame.columns) | set(cols)))
@@ -124,3 +125,38 @@ def metrics_long(metrics: dict) -> pd.DataFrame:
 def active_runs(store: RunStore, analysis_id: str) -> list[Run]:
     """Debias runs of the analysis whose job is queued or running."""
     return [r for r in store.list("debias", parent=analysis_id) if jobs.is_active(jobs.refresh(r))]
+
+
+def score_for(method: str) -> str:
+    """The analysis artifact whose A_i < 0 count is the method's default k."""
+    return "auto_alignment" if method == "auto_d3m" else "alignment"
+
+
+def latest_result(store: RunStore, analysis_id: str) -> Run | None:
+    """The newest finished debias run of the analysis that is not a random control of another."""
+    done = [r for r in store.list("debias", parent=analysis_id)
+            if r.status().get("state") == "done" and not r.config().get("control_of")]
+    return done[-1] if done else None
+
+
+def result_table(summary: dict, title: str) -> pd.DataFrame:
+    """ERM vs the debiased run (`title`) vs its random control (core.summary.pipeline_summary),
+    with each one's change in test worst-group accuracy over ERM."""
+    rows = [("ERM", summary["erm"]), (title, summary["debiased"]),
+            ("random control", summary["random"])]
+    erm = summary["erm"]["test_wga"]
+    return pd.DataFrame([{"model": name, **{k: v for k, v in h.items() if k != "per_group"},
+                          "test_wga_change": h["test_wga"] - erm} for name, h in rows if h is not None])
+
+
+def run_names(table: pd.DataFrame) -> list[str]:
+    """Short readable run names for charts: method, k, seed and the id's random suffix."""
+    out = []
+    for row in table.itertuples():
+        if row.method == "ERM (analysis)":
+            out.append("ERM")
+            continue
+        k = "" if pd.isna(row.n_removed) else f", k={int(row.n_removed)}"
+        seed = "" if pd.isna(row.seed) else f", seed {int(row.seed)}"
+        out.append(f"{row.method}{k}{seed} [{row.run[-6:]}]")
+    return out

@@ -150,3 +150,19 @@ def toggle_cell(analysis: Run, cell: dict, excluded: bool) -> list[dict]:
         cells.append(cell)
     analysis.write_json("excluded_cells", cells)
     return cells
+
+
+def histogram(values: np.ndarray, colors: np.ndarray, bins: int = 40) -> pd.DataFrame:
+    """Counts per (bin, colour) over shared bins, so a chart sends bins rather than every example.
+
+    Columns: colour, left, right, center, width, count (empty bins included).
+    """
+    values, colors = np.asarray(values, np.float64), np.asarray(colors)
+    edges = np.histogram_bin_edges(values, bins=bins)
+    frames = []
+    for c in pd.unique(colors):
+        counts, _ = np.histogram(values[colors == c], bins=edges)
+        frames.append(pd.DataFrame({"colour": c, "left": edges[:-1], "right": edges[1:],
+                                    "center": (edges[:-1] + edges[1:]) / 2, "width": np.diff(edges),
+                                    "count": counts}))
+    return pd.concat(frames, ignore_index=True)

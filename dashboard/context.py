@@ -61,8 +61,9 @@ def sidebar() -> Ctx:
         if analyses:
             by_id = {r.id: r for r in analyses}
             chosen = st.selectbox("Analysis", list(by_id), format_func=lambda i: views.analysis_label(by_id[i]),
-                                  key="analysis_id", help="Newest first.")
+                                  key="analysis_id", help="Finished analyses of this dataset, newest first.")
             analysis = by_id.get(chosen, analyses[0])
+            st.caption(f"Run `{analysis.id}`")
         elif not issues:
             st.caption("No finished analysis of this dataset in this work directory yet.")
     ctx = Ctx(root, group_attribute, workdir, store, issues, analysis)

@@ -65,8 +65,9 @@ def analysis_jobs(ctx: Ctx) -> list[Run]:
     return active
 
 
-def require_analysis(ctx: Ctx) -> Run:
-    """The selected finished analysis; otherwise progress or the start button, and stop the page."""
+def require_analysis(ctx: Ctx, stop: bool = True) -> Run | None:
+    """The selected finished analysis; otherwise progress or the start button, and stop the
+    page (or, with stop=False, return None so the page can show what needs no analysis)."""
     if ctx.issues:
         st.error("The dataset folder has problems (see the Data and model page).")
         st.stop()
@@ -80,4 +81,6 @@ def require_analysis(ctx: Ctx) -> Run:
         st.info(f"No analysis of **{Path(ctx.data_root).name}** in `{ctx.workdir}` yet. The analysis trains "
                 "the ERM model and the TRAK ensemble in the background; the pages fill in when it is done.")
         analysis_starter(ctx)
-    st.stop()
+    if stop:
+        st.stop()
+    return None

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from core import views
@@ -24,8 +26,22 @@ def image_grid(data: Dataset, ids: np.ndarray, captions: list[str] | None = None
     start = 0
     if len(ids) > page_size:
         pages = (len(ids) + page_size - 1) // page_size
-        page = st.number_input(f"Page (of {pages}, {len(ids)} examples)", 1, pages, 1, key=f"{key}_page")
+        page = st.columns([1, 3])[0].number_input(f"Page (of {pages}; {len(ids):,} examples)", 1, pages, 1,
+                                                  key=f"{key}_page")
         start = (int(page) - 1) * page_size
     shown = ids[start:start + page_size]
     caps = captions[start:start + page_size] if captions is not None else [f"#{i}" for i in shown]
     st.image([views.thumbnail(data.images[i], width) for i in shown], caption=caps, width=width)
+
+
+def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, y_title: str, legend: str,
+                     colors: dict | None = None) -> go.Figure:
+    """Overlaid bars of core.views_selection.histogram output (one trace per colour)."""
+    fig = go.Figure()
+    for name, part in bins.groupby("colour", sort=False):
+        fig.add_bar(x=part["center"], y=part["count"], width=part["width"], name=str(name), opacity=0.65,
+                    marker_color=(colors or {}).get(name), customdata=part[["left", "right"]],
+                    hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y}<extra>" + str(name) + "</extra>")
+    fig.update_layout(barmode="overlay", title=title, xaxis_title=x_title, yaxis_title=y_title,
+                      legend_title=legend, bargap=0)
+    return fig

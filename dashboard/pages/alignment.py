@@ -24,12 +24,10 @@ c1.metric("training examples", f"{summary['n']:,}")
 c2.metric("A_i < 0", f"{summary['negative']:,}", help="the default k")
 c3.metric("flagged for removal", len(views.persisted(analysis, "flagged", [])))
 
-fig = px.histogram(table, x="alignment", color="class", nbins=60, barmode="overlay",
-                   title="Distribution of A_i over the training examples",
-                   labels={"alignment": "group alignment A_i"})
-fig.add_vline(x=0, line_dash="dash", annotation_text=f"A_i < 0: {summary['negative']:,} examples",
-              annotation_position="top left")
-fig.update_yaxes(title="training examples")
+fig = widgets.histogram_figure(vs.histogram(table["alignment"].to_numpy(), table["class"].to_numpy(), 60),
+                               f"Distribution of A_i over the training examples ({summary['negative']:,} with A_i < 0)",
+                               "group alignment A_i", "training examples", "class")
+fig.add_vline(x=0, line_dash="dash", annotation_text="A_i = 0", annotation_position="top right")
 st.plotly_chart(fig, width="stretch")
 
 st.subheader("Training examples")
@@ -47,17 +45,17 @@ scatter = px.scatter(points, x="alignment", y="class", color="group", custom_dat
                      title=f"Lasso or box-select points to flag them ({len(points):,} of {len(shown):,} shown: "
                            "the most negative)", labels={"alignment": "group alignment A_i"})
 scatter.update_traces(marker={"size": 6, "opacity": 0.6})
-scatter.update_layout(dragmode="lasso")
+scatter.update_layout(dragmode="lasso", height=320)
 event = st.plotly_chart(scatter, on_select="rerun", selection_mode=["lasso", "box"], key=f"align_plot_{score}",
                         width="stretch")
 lassoed = vs.ids_from_points(event.selection.points) if event else []
 
-s1, s2, s3 = st.columns([2, 1, 1])
-sort_by = s1.selectbox("Sort by", ["alignment", "id", "class", "group", *data.attributes], key="align_sort")
-ascending = s2.toggle("Ascending", True, key="align_asc")
-size = s3.selectbox("Rows per page", [25, 50, 100], key="align_size")
+s1, s2, s3, s4 = st.columns([2, 2, 1, 1])
+sort_by = s2.selectbox("Sort by", ["alignment", "id", "class", "group", *data.attributes], key="align_sort")
+ascending = s3.toggle("Ascending", True, key="align_asc")
+size = s4.selectbox("Rows per page", [25, 50, 100], key="align_size")
 pages = vs.n_pages(len(shown), size)
-page = st.number_input(f"Page (of {pages}; {len(shown):,} examples match)", 1, pages, 1, key="align_page")
+page = s1.number_input(f"Page (of {pages}; {len(shown):,} examples match)", 1, pages, 1, key="align_page")
 rows = vs.sorted_page(shown, sort_by, ascending, min(int(page), pages), size) if len(shown) else shown
 rows = rows.assign(image=[views.thumbnail_uri(data.images[i]) for i in rows["id"]])
 selection = st.dataframe(rows[["image", *[c for c in rows.columns if c != "image"]]], hide_index=True,

@@ -1,2 +1,67 @@
+"""Page 6: every run of the analysis side by side; charts, overlap, export, delete."""
+import plotly.express as px
 import streamlit as st
-st.title("todo")
+
+from core import views, views_runs as vr
+from core.methods import METHODS
+from dashboard import context, jobs_panel
+
+ctx = context.current()
+st.title("Compare runs")
+analysis = jobs_panel.require_analysis(ctx)
+table = vr.compare_table(ctx.store, analysis.id, METHODS)
+table["name"] = vr.run_names(table)
+st.dataframe(table.drop(columns=["name"]), hide_index=True, width="stretch", key="compare_table", column_config={
+    "test_wga": st.column_config.NumberColumn("test WGA", format="percent"),
+    "val_wga": st.column_config.NumberColumn("val WGA", format="percent"),
+    "test_acc": st.column_config.NumberColumn("test average acc.", format="percent"),
+    "test_balanced_acc": st.column_config.NumberColumn("test balanced acc.", format="percent"),
+    "seconds": st.column_config.NumberColumn("time (s)", format="%.1f"),
+    "n_removed": st.column_config.NumberColumn("n removed"),
+    "control_of": st.column_config.TextColumn("control of")})
+
+points, erm_wga = vr.wga_vs_k(table)
+if not points.empty:
+    fig = px.scatter(points, x="n_removed", y="test_wga", color="method", symbol="method", hover_data=["run", "seed"],
+                     title="Test worst-group accuracy vs examples removed",
+                     labels={"n_removed": "training examples removed (k)", "test_wga": "test worst-group accuracy"})
+    fig.update_traces(marker={"size": 11})
+    if erm_wga is not None:
+        fig.add_hline(y=erm_wga, line_dash="dash", annotation_text="ERM (no removal)",
+                      annotation_position="top left")
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.05])
+    fig.update_xaxes(rangemode="tozero")
+    st.plotly_chart(fig, width="stretch")
+
+done = table[table["state"] == "done"]
+names = dict(zip(done["run"], done["name"]))
+st.subheader("Per-group test accuracy")
+picked = st.multiselect("Runs", list(names), default=list(names)[:4], format_func=names.get, key="compare_runs")
+if picked:
+    bars = views.per_group_accuracy({names[r]: ctx.store.get(r).read_json("metrics") for r in picked})
+    fig = px.bar(bars, x="group", y="accuracy", color="run", barmode="group", hover_data=["examples"],
+                 title="Test accuracy per group")
+    fig.update_yaxes(tickformat=".0%", range=[0, 1])
+    st.plotly_chart(fig, width="stretch")
+
+removal = [ctx.store.get(r) for r in names if r != analysis.id]
+if len(removal) >= 2:
+    st.subheader("Overlap of the removal sets (Jaccard)")
+    jac = vr.jaccard_matrix(removal).rename(index=names, columns=names)
+    fig = px.imshow(jac, text_auto=".2f", zmin=0, zmax=1, color_continuous_scale="Blues",
+                    labels={"color": "Jaccard"}, aspect="auto")
+    st.plotly_chart(fig, width="stretch")
+
+if removal:
+    st.subheader("Export or delete a run")
+    run_id = st.selectbox("Run", [r.id for r in removal], format_func=names.get, key="compare_export_run")
+    run = ctx.store.get(run_id)
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Removed ids (CSV)", run.file("removed.csv").read_bytes(), f"{run.id}-removed.csv",
+                       "text/csv", key="dl_removed")
+    c2.download_button("Metrics (CSV)", vr.metrics_long(run.read_json("metrics")).to_csv(index=False),
+                       f"{run.id}-metrics.csv", "text/csv", key="dl_metrics")
+    sure = c3.checkbox("I am sure", key=f"delete_sure_{run_id}")
+    if c3.button("Delete run", disabled=not sure, key="delete_run"):
+        ctx.store.delete(run_id)
+        st.rerun()

@@ -27,7 +27,27 @@ splits = views.split_counts(data)
 for col, row in zip(st.columns(len(splits)), splits.itertuples()):
     col.metric(f"{row.split} examples", f"{row.examples:,}")
 
-left, right = st.columns([1, 1])
+st.header("ERM model")
+analysis = jobs_panel.require_analysis(ctx, stop=False)
+if analysis is not None:
+    metrics = analysis.read_json("metrics")
+    test = metrics["test"]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Test average accuracy", widgets.pct(test["acc"]))
+    c2.metric("Test worst-group accuracy", widgets.pct(test["wga"]))
+    c3.metric("Test balanced accuracy", widgets.pct(test["balanced_acc"]))
+    st.caption(f"Worst group on test: **{test['worst_group']}**. Validation: "
+               f"{widgets.pct(metrics['val']['wga'])} worst-group accuracy ({metrics['val']['worst_group']}).")
+    left, right = st.columns([2, 3])
+    left.dataframe(views.metrics_headline(metrics), hide_index=True, width="stretch",
+                   column_config={"val": widgets.PERCENT, "test": widgets.PERCENT})
+    groups = pd.concat([views.per_group_accuracy({split: metrics}, split) for split in ("val", "test")])
+    fig = px.bar(groups, x="group", y="accuracy", color="run", barmode="group", hover_data=["examples"],
+                 title="ERM accuracy per group", labels={"run": "split"})
+    fig.update_yaxes(tickformat=".0%", range=[0, 1])
+    right.plotly_chart(fig, width="stretch")
+
+left, right = st.columns([2, 3])
 with left:
     st.subheader("Counts")
     by = st.selectbox("Count examples by", ["class", "group", *data.attributes], key="count_by")
@@ -35,30 +55,12 @@ with left:
 with right:
     st.subheader("Sample images")
     split = st.radio("Split", ["train", "val", "test"], horizontal=True, key="sample_split")
-    for name, ids in views.sample_ids(data, split, per_class=8).items():
+    for name, ids in views.sample_ids(data, split, per_class=7).items():
         st.markdown(f"**{name}**")
         widgets.image_grid(data, ids, [data.group_names[data.groups[i]] for i in ids], width=64,
                            key=f"sample_{name}")
 
-st.divider()
-st.header("ERM model")
-analysis = jobs_panel.require_analysis(ctx)
-metrics = analysis.read_json("metrics")
-test = metrics["test"]
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Test average accuracy", widgets.pct(test["acc"]))
-c2.metric("Test worst-group accuracy", widgets.pct(test["wga"]), help=f"worst group: {test['worst_group']}")
-c3.metric("Test balanced accuracy", widgets.pct(test["balanced_acc"]))
-c4.metric("Worst group (test)", test["worst_group"])
-st.dataframe(views.metrics_headline(metrics), hide_index=True, width="stretch",
-             column_config={c: widgets.PERCENT for c in
-                            ("average accuracy", "worst-group accuracy", "balanced accuracy")})
-groups = pd.concat([views.per_group_accuracy({split: metrics}, split) for split in ("val", "test")])
-fig = px.bar(groups, x="group", y="accuracy", color="run", barmode="group", hover_data=["examples"],
-             title="ERM accuracy per group", labels={"run": "split"})
-fig.update_yaxes(tickformat=".0%", range=[0, 1])
-st.plotly_chart(fig, width="stretch")
-
-st.divider()
-st.subheader("Run another analysis")
-jobs_panel.analysis_starter(ctx, "Start a new analysis")
+if analysis is not None:
+    st.divider()
+    st.subheader("Run another analysis")
+    jobs_panel.analysis_starter(ctx, "Start a new analysis")

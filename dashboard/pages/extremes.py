@@ -1,6 +1,5 @@
 """Page 2 (Auto-D3M): per class, validation examples along the top principal component of
 their attributions, the 35% split, and the examples at both poles."""
-import plotly.express as px
 import streamlit as st
 
 from core import views_selection as vs
@@ -16,19 +15,20 @@ st.caption("For each class, the validation examples are projected on the top pri
            f"TRAK attribution rows. The {auto['fraction']:.0%} side with the higher ERM loss becomes a "
            "pseudo-group: no group labels are used. Auto-D3M then debiases against these pseudo-groups.")
 
-cls_name = st.selectbox("Class", data.class_names, key="extremes_class")
+c1, c2 = st.columns(2)
+cls_name = c1.selectbox("Class", data.class_names, key="extremes_class")
 cls = data.class_names.index(cls_name)
-n = st.slider("Examples shown per pole", 4, 32, 8, step=4, key="extremes_n")
+n = c2.slider("Examples shown per pole", 4, 32, 8, step=4, key="extremes_n")
 ex = vs.class_extremes(data, context.array(analysis, "val_ids"), context.array(analysis, "auto_projection"),
                        context.array(analysis, "auto_groups"), context.array(analysis, "erm_logits_val"),
                        names, cls, n)
 threshold = auto["thresholds"][str(cls)]
-fig = px.histogram(ex["frame"], x="projection", color="pseudo_group", nbins=40, barmode="overlay",
-                   title=f"{cls_name}: validation examples along the top principal component",
-                   labels={"projection": "projection on the top principal component",
-                           "pseudo_group": "pseudo-group"})
+frame = ex["frame"]
+fig = widgets.histogram_figure(vs.histogram(frame["projection"].to_numpy(), frame["pseudo_group"].to_numpy(), 40),
+                               f"{cls_name}: validation examples along the top principal component",
+                               "projection on the top principal component", "validation examples", "pseudo-group",
+                               {names[2 * cls]: "#d62728", names[2 * cls + 1]: "#1f77b4"})
 fig.add_vline(x=threshold, line_dash="dash", annotation_text=f"{auto['fraction']:.0%} threshold")
-fig.update_yaxes(title="validation examples")
 st.plotly_chart(fig, width="stretch")
 
 for col, side in zip(st.columns(2), ("low", "high")):

@@ -22,13 +22,20 @@ attribute = st.selectbox("Attribute", sorted(subpop["attribute"].unique()), key=
 hm = vs.heatmap(subpop, attribute)
 mean, count, low = hm["mean"], hm["count"], hm["low"]
 text = np.where(low.to_numpy(), "⚠ n=" + count.astype(str).to_numpy(), "n=" + count.astype(str).to_numpy())
-limit = float(np.nanmax(np.abs(mean.to_numpy()))) or 1.0
+limit = 1.6 * float(np.nanmax(np.abs(mean.to_numpy()))) or 1.0  # headroom: cell labels stay readable
 fig = go.Figure(go.Heatmap(
     z=mean.to_numpy(), x=list(mean.columns), y=list(mean.index), text=text, texttemplate="%{text}",
-    customdata=count.to_numpy(), colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
-    colorbar={"title": "mean A_i", "exponentformat": "e"},
-    hovertemplate="class %{x}<br>" + attribute + " = %{y}<br>mean A_i %{z:.3e}<br>%{customdata} examples"
-                  "<extra></extra>"))
+    colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit, colorbar={"title": "mean A_i", "exponentformat": "e"},
+    hoverinfo="skip"))
+# Invisible markers on the cell centres carry the hover text and make a click on a cell select it
+# (a heatmap trace itself is not selectable); customdata[0] is the cell's key.
+vi, ci = [a.ravel() for a in np.meshgrid(np.arange(len(mean.index)), np.arange(len(mean.columns)), indexing="ij")]
+fig.add_scatter(x=mean.columns[ci], y=mean.index[vi], mode="markers", marker={"size": 40, "opacity": 0},
+                showlegend=False, customdata=np.stack([
+                    [vs.cell_key({"attribute": attribute, "value": mean.index[v], "class": mean.columns[c]})
+                     for v, c in zip(vi, ci)], mean.to_numpy()[vi, ci], count.to_numpy()[vi, ci]], axis=1),
+                hovertemplate="%{customdata[0]}<br>mean A_i %{customdata[1]:.3e}<br>%{customdata[2]} examples"
+                              "<extra></extra>")
 fig.update_layout(title=f"Mean A_i by class and {attribute}", xaxis_title="class", yaxis_title=attribute,
                   height=max(300, 60 * len(mean.index) + 120))
 event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"sub_heatmap_{attribute}",
@@ -36,10 +43,10 @@ event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"s
 
 cells = [{"attribute": attribute, "value": str(v), "class": c} for v in mean.index for c in mean.columns
          if count.loc[v, c] > 0]
-clicked = [p for p in (event.selection.points if event else []) if "x" in p and "y" in p]
-if clicked:  # a click on the heatmap picks the cell in the selectbox below
-    st.session_state[f"sub_cell_{attribute}"] = vs.cell_key({"attribute": attribute, "value": str(clicked[0]["y"]),
-                                                            "class": clicked[0]["x"]})
+clicked = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
+if clicked and clicked[0] != st.session_state.get(f"sub_clicked_{attribute}"):
+    # a new click on the heatmap picks that cell in the selectbox below (once: the selectbox stays free)
+    st.session_state[f"sub_clicked_{attribute}"] = st.session_state[f"sub_cell_{attribute}"] = clicked[0]
 by_key = {vs.cell_key(c): c for c in sorted(cells, key=lambda c: mean.loc[c["value"], c["class"]])}
 chosen = by_key[st.selectbox("Cell (most negative first; or click the heatmap)", list(by_key),
                              key=f"sub_cell_{attribute}")]
