@@ -19,33 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 
 from core import jobs
-from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, ModelConfig, to_dict
+from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run
+from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config, to_dict
 from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
 from core.methods import METHODS
 from core.runs import Run, RunStore
 
-ANALYSIS_TARGET = "core.analysis:run_analysis"
 TABLE1 = ("erm", "auto_d3m", "jtt", "dfr", "d3m", "rwg", "subg", "groupdro")
 
 
-def finished(store: RunStore, kind: str, config: dict, parent: str | None = None) -> Run | None:
-    """The newest finished run of this kind with exactly this config, if any."""
-    for run in reversed(store.list(kind, parent=parent)):
-        if run.config() == config and run.status().get("state") == "done":
-            return run
-    return None
-
-
 def analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
-    run = finished(store, "analysis", to_dict(cfg))
+    run = store.find_done("analysis", to_dict(cfg))
     if run is None:
-        run = store.create("analysis", to_dict(cfg), label=f"table1 {Path(cfg.data.root).name}")
+        run = create_analysis_run(store, cfg)
         print(f"analysis {run.id} ...", file=sys.stderr)
         jobs.run_inline(run, ANALYSIS_TARGET)
     return run
@@ -54,7 +44,7 @@ def analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
 def debias_run(store: RunStore, analysis: Run, method: str, seed: int) -> Run:
     """A finished (reused or new) debias run of `method` with params {"seed": seed}, no control."""
     queued = create_debias_run(store, analysis.id, method, {"seed": seed}, control=False)
-    reuse = finished(store, "debias", queued.config(), parent=analysis.id)
+    reuse = store.find_done("debias", queued.config(), parent=analysis.id)
     if reuse is not None:
         store.delete(queued.id)
         return reuse
@@ -112,11 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}: choose from {', '.join(sorted(METHODS))}")
-    base = AnalysisConfig()
-    cfg = AnalysisConfig(data=DataConfig(str(Path(args.data).resolve()), args.image_size, args.group_attribute),
-                         model=ModelConfig(args.arch, 1, args.weights),
-                         train=replace(base.train, epochs=args.epochs, device=args.device),
-                         trak=replace(base.trak, n_models=args.models, proj_dim=args.proj_dim))
+    cfg = analysis_config(args.data, args.group_attribute, image_size=args.image_size, arch=args.arch,
+                          weights=args.weights, epochs=args.epochs, device=args.device, n_models=args.models,
+                          proj_dim=args.proj_dim)
     store = RunStore(args.workdir)
     analysis = analysis_run(store, cfg)
     seeds = [int(s) for s in args.seeds.split(",")]

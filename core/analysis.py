@@ -21,14 +21,22 @@ import torch
 from core import selection
 from core.attribution.trak import model_scores, proxy_model_config
 from core.checkpoints import save_checkpoint
-from core.config import AnalysisConfig, TrainConfig, from_dict
+from core.config import AnalysisConfig, TrainConfig, from_dict, to_dict
 from core.io import write_csv_atomic
 from core.dataset import Dataset, load_dataset
 from core.metrics import group_metrics
 from core.models import build_model, pick_device
 from core.progress import Reporter, scaled
-from core.runs import Run
+from core.runs import Run, RunStore
 from core.training import cross_entropy_np, predict_logits, steps_for, train
+
+
+TARGET = "core.analysis:run_analysis"
+
+
+def create_analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
+    """A queued analysis run for `cfg` (start it with jobs.start(run, TARGET))."""
+    return store.create("analysis", to_dict(cfg), label=f"{Path(cfg.data.root).name}, T={cfg.trak.n_models}")
 
 
 def workdir_of(run: Run) -> Path:

@@ -9,32 +9,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from core import jobs
 from core.attribution.gradients import FEATURIZERS
-from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, ModelConfig, TrainConfig, TrakConfig, to_dict
+from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run
+from core.config import DEFAULT_DATA, AnalysisConfig, TrainConfig, TrakConfig, analysis_config, to_dict
 from core.dataset import validate_dataset
 from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
 from core.methods import METHODS
 from core.runs import Run, RunStore
 from core.summary import pipeline_summary, runs_frame
 
-ANALYSIS_TARGET = "core.analysis:run_analysis"
 
 
-def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
-    base = AnalysisConfig()
-    return AnalysisConfig(
-        data=DataConfig(str(Path(args.data).resolve()), args.image_size, args.group_attribute),
-        model=ModelConfig(args.arch, 1, args.weights),
-        train=replace(base.train, epochs=args.epochs or base.train.epochs, seed=args.seed, device=args.device),
-        trak=replace(base.trak, n_models=args.models or base.trak.n_models, proj_dim=args.proj_dim,
-                     projector=args.projector, scope=args.scope),
-    )
+def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
+    return analysis_config(args.data, args.group_attribute, image_size=args.image_size, arch=args.arch,
+                           weights=args.weights, epochs=args.epochs, seed=args.seed, device=args.device,
+                           n_models=args.models, proj_dim=args.proj_dim, projector=args.projector,
+                           scope=args.scope)
 
 
 def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
@@ -46,12 +41,11 @@ def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
                               metadata=cfg.data.metadata)
     if issues:
         raise SystemExit("\n".join(map(str, issues[:20])) + f"\n{len(issues)} problem(s): nothing was run")
-    wanted = to_dict(cfg)
-    for run in reversed(store.list("analysis")):
-        if run.config() == wanted and run.status().get("state") == "done":
-            print(f"reusing analysis {run.id}", file=sys.stderr)
-            return run
-    run = store.create("analysis", wanted, label=f"{Path(cfg.data.root).name}, T={cfg.trak.n_models}")
+    run = store.find_done("analysis", to_dict(cfg))
+    if run is not None:
+        print(f"reusing analysis {run.id}", file=sys.stderr)
+        return run
+    run = create_analysis_run(store, cfg)
     jobs.start(run, ANALYSIS_TARGET)
     return follow(run)
 
@@ -85,7 +79,7 @@ def follow(run: Run) -> Run:
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
     store = RunStore(args.workdir)
-    analysis = find_or_start_analysis(store, analysis_config(args))
+    analysis = find_or_start_analysis(store, config_from_args(args))
     method = args.method.replace("-", "_")
     params = {"seed": args.seed, "k": args.k}
     if args.k_sweep:
@@ -103,7 +97,7 @@ def follow_debias(store: RunStore, analysis_id: str, method: str, params: dict) 
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
-    run = find_or_start_analysis(RunStore(args.workdir), analysis_config(args))
+    run = find_or_start_analysis(RunStore(args.workdir), config_from_args(args))
     print(run.id)
 
 

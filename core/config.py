@@ -73,6 +73,29 @@ class AnalysisConfig:
     trak: TrakConfig = field(default_factory=TrakConfig)
 
 
+def analysis_config(data_root: str | Path = DEFAULT_DATA, group_attribute: str | None = None,
+                    **settings: Any) -> AnalysisConfig:
+    """AnalysisConfig defaults with the given settings, for the CLI, the dashboard and tests.
+
+    Each setting names a field of one section (image_size, arch, weights, epochs, seed,
+    device, n_models, proj_dim, projector, scope, ...); None keeps the default. A name found in
+    two sections (batch_size) sets the first: data, model, train, then trak.
+    """
+    base = AnalysisConfig()
+    sections = {name: {} for name in _SECTIONS}
+    for key, value in settings.items():
+        owner = next((name for name, cls in _SECTIONS.items()
+                      if key in {f.name for f in dataclasses.fields(cls)}), None)
+        if owner is None:
+            raise ValueError(f"unknown analysis setting {key!r}")
+        if value is not None:
+            sections[owner][key] = value
+    data = dataclasses.replace(base.data, root=str(Path(data_root).resolve()),
+                               group_attribute=group_attribute or None, **sections["data"])
+    return AnalysisConfig(data=data, **{name: dataclasses.replace(getattr(base, name), **sections[name])
+                                        for name in ("model", "train", "trak")})
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
@@ -107,6 +130,7 @@ def load_config(cls: type[T], path: Path) -> T:
     return from_dict(cls, data)
 
 
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "trak": TrakConfig}
 _SUBCONFIGS = {
     ("AnalysisConfig", "data"): DataConfig,
     ("AnalysisConfig", "model"): ModelConfig,

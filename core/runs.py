@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from core.io import read_json, write_json_atomic, write_npy_atomic
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 ACTIVE_STATES = ("queued", "running")
 _RESERVED = {"run.json", "config.json", "status.json"}
@@ -200,6 +197,13 @@ class RunStore:
                 and (parent is None or r.parent == parent)]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
 
+    def find_done(self, kind: str, config: dict, parent: str | None = None) -> Run | None:
+        """The newest finished run of this kind made with exactly this config (for reuse)."""
+        for run in reversed(self.list(kind, parent=parent)):
+            if run.config() == config and run.status().get("state") == "done":
+                return run
+        return None
+
     def delete(self, run_id: str) -> None:
         """Remove a run folder; refuses while its job may still be writing into it."""
         run = self.get(run_id)
@@ -210,16 +214,3 @@ class RunStore:
         trash = self.runs_dir / f".deleting-{run_id}-{secrets.token_hex(3)}"
         run.path.rename(trash)
         shutil.rmtree(trash)
-
-    def table(self) -> pd.DataFrame:
-        """One row per run (identity and status), oldest first."""
-        import pandas as pd  # lazily: job child processes import this module and never need it
-
-        columns = ["id", "kind", "parent", "label", "created_at", "state", "stage",
-                   "fraction", "finished_at", "error"]
-        rows = []
-        for run in self.list():
-            status = run.status()
-            rows.append({"id": run.id, "kind": run.kind, "parent": run.parent, "label": run.label,
-                         "created_at": run.created_at, **{c: status.get(c) for c in columns[5:]}})
-        return pd.DataFrame(rows, columns=columns)

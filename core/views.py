@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,25 +16,9 @@ import pandas as pd
 from PIL import Image
 
 from core import jobs
-from core.config import AnalysisConfig, DataConfig, from_dict, to_dict
+from core.config import AnalysisConfig, DataConfig, from_dict
 from core.dataset import SPLITS, Dataset, DatasetIssue
 from core.runs import ACTIVE_STATES, Run, RunStore
-
-ANALYSIS_TARGET = "core.analysis:run_analysis"
-
-
-def analysis_config(data_root: str | Path, group_attribute: str | None = None, *, n_models: int | None = None,
-                    epochs: int | None = None, image_size: int | None = None,
-                    proj_dim: int | None = None) -> AnalysisConfig:
-    """The analysis the start button runs: AnalysisConfig defaults, with the settings given."""
-    base = AnalysisConfig()
-    return AnalysisConfig(
-        data=replace(base.data, root=str(Path(data_root).resolve()), group_attribute=group_attribute or None,
-                     image_size=image_size or base.data.image_size),
-        model=base.model,
-        train=replace(base.train, epochs=epochs or base.train.epochs),
-        trak=replace(base.trak, n_models=n_models or base.trak.n_models, proj_dim=proj_dim or base.trak.proj_dim),
-    )
 
 
 def data_config_of(run: Run) -> DataConfig:
@@ -65,11 +48,6 @@ def analysis_label(run: Run) -> str:
     when = run.created_at[:16].replace("T", " ")
     return (f"{when} · T={cfg['trak']['n_models']}, {cfg['train']['epochs']} epochs, "
             f"{cfg['data']['image_size']} px, proj. {cfg['trak']['proj_dim']}")
-
-
-def new_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
-    """A queued analysis run for `cfg` (start it with jobs.start(run, ANALYSIS_TARGET))."""
-    return store.create("analysis", to_dict(cfg), label=f"{Path(cfg.data.root).name}, T={cfg.trak.n_models}")
 
 
 def _parse_time(text: str | None) -> datetime | None:

@@ -9,9 +9,6 @@ from core.methods import Method
 from core.runs import Run, RunStore
 from core.summary import jaccard, runs_frame
 
-USER_SETS = {"flagged": "flagged", "subpopulations": "excluded_cells"}  # method -> persisted choice
-K_METHODS = ("d3m", "auto_d3m", "random")  # methods whose params take k (the registry does not say)
-
 
 def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[dict]) -> list[dict]:
     """Every registered method with what it needs from the page and whether it can run now.
@@ -21,11 +18,7 @@ def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[d
     """
     out = []
     for m in methods.values():
-        needs = "seed"
-        if m.name in USER_SETS:
-            needs = "flagged" if m.name == "flagged" else "cells"
-        elif m.name in K_METHODS:
-            needs = "k"
+        needs = m.needs
         size = len(flagged) if needs == "flagged" else len(cells) if needs == "cells" else None
         note = ""
         if size == 0:

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from core import views, views_selection
-from core.config import DEFAULT_DATA, DataConfig, from_dict
+from core.config import DEFAULT_DATA, DataConfig, analysis_config, from_dict
 from core.dataset import Dataset, DatasetIssue, load_dataset, metadata_path, validate_dataset
 from core.runs import Run, RunStore
 
@@ -77,7 +77,7 @@ def current() -> Ctx:
 
 def data_config(ctx: Ctx) -> DataConfig:
     """The analysis's data config, or the sidebar's (default image size) before any analysis."""
-    return views.data_config_of(ctx.analysis) if ctx.analysis else views.analysis_config(
+    return views.data_config_of(ctx.analysis) if ctx.analysis else analysis_config(
         ctx.data_root, ctx.group_attribute).data
 
 

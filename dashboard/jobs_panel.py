@@ -6,7 +6,8 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs, views
-from core.config import AnalysisConfig
+from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run
+from core.config import AnalysisConfig, analysis_config
 from core.runs import Run, RunStore
 from dashboard.context import Ctx
 
@@ -50,10 +51,10 @@ def analysis_starter(ctx: Ctx, label: str = "Start analysis") -> None:
         image_size = c3.number_input("Image size (px)", 8, 512, base.data.image_size, key="set_image_size")
         proj_dim = c4.number_input("Projection dim", 16, 65536, base.trak.proj_dim, step=256, key="set_proj_dim")
     if st.button(label, type="primary", key="start_analysis"):
-        cfg = views.analysis_config(ctx.data_root, ctx.group_attribute, n_models=int(n_models), epochs=int(epochs),
+        cfg = analysis_config(ctx.data_root, ctx.group_attribute, n_models=int(n_models), epochs=int(epochs),
                                     image_size=int(image_size), proj_dim=int(proj_dim))
-        run = views.new_analysis(ctx.store, cfg)
-        jobs.start(run, views.ANALYSIS_TARGET)
+        run = create_analysis_run(ctx.store, cfg)
+        jobs.start(run, ANALYSIS_TARGET)
         st.rerun()
 
 

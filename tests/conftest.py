@@ -1,25 +1,22 @@
 """Shared fixtures: a tiny copy of the sample and one tiny finished analysis (built once)."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from core import jobs
-from core.config import AnalysisConfig, DataConfig, to_dict
+from core.analysis import TARGET, create_analysis_run
+from core.config import AnalysisConfig, analysis_config
 from core.runs import Run, RunStore
 from sample_data.make_sample import generate
 
 TINY_SCALE = 0.1  # 300 train / 40 val / 80 test images
 
 
-def tiny_config(root: Path, **trak) -> AnalysisConfig:
-    """Seconds, not minutes: 2 epochs, T = 2, 256 projected dimensions."""
-    base = AnalysisConfig()
-    return AnalysisConfig(data=DataConfig(str(root)), model=base.model,
-                          train=replace(base.train, epochs=2, device="cpu"),
-                          trak=replace(base.trak, n_models=2, proj_dim=256, **trak))
+def tiny_config(root: Path, **settings) -> AnalysisConfig:
+    """Seconds, not minutes: 2 epochs, T = 2, 256 projected dimensions (settings override)."""
+    return analysis_config(root, **{"epochs": 2, "device": "cpu", "n_models": 2, "proj_dim": 256, **settings})
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +30,6 @@ def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_analysis(tiny_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A finished analysis run in its own work directory (treat as read-only)."""
     store = RunStore(tmp_path_factory.mktemp("workdir"))
-    run = store.create("analysis", to_dict(tiny_config(tiny_sample)))
-    jobs.run_inline(run, "core.analysis:run_analysis")
+    run = create_analysis_run(store, tiny_config(tiny_sample))
+    jobs.run_inline(run, TARGET)
     return run

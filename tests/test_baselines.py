@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +10,9 @@ from torch import nn
 
 import core.analysis
 from core import jobs
-from core.analysis import load_run_dataset
+from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run, load_run_dataset
 from core.checkpoints import load_checkpoint
-from core.config import AnalysisConfig, DataConfig, TrainConfig, TrakConfig, to_dict
+from core.config import TrainConfig
 from core.debias import TARGET, create_debias_run
 from core.methods import METHODS, MethodContext
 from core.methods.dfr import last_linear, split_halves
@@ -26,22 +23,19 @@ from core.methods.selection_by_val import EpochSelector, SELECTED_BY
 from core.progress import silent
 from core.runs import RunStore
 from core.training import _batches, predict_logits
+from tests.conftest import tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def analysis(tmp_path_factory):
-    """(store, analysis run, MethodContext) of a tiny finished analysis, built once."""
-    root = tmp_path_factory.mktemp("baselines")
-    subprocess.run([sys.executable, "sample_data/make_sample.py", "--out", str(root / "data"), "--scale", "0.1"],
-                   cwd=REPO, check=True)
-    cfg = AnalysisConfig(data=DataConfig(str(root / "data")), train=TrainConfig(epochs=2, device="cpu"),
-                         trak=TrakConfig(n_models=2, proj_dim=256))
-    store = RunStore(root / "work")
-    run = store.create("analysis", to_dict(cfg))
-    jobs.run_inline(run, "core.analysis:run_analysis")
+def analysis(tiny_sample, tmp_path_factory):
+    """(store, analysis run, MethodContext) of a tiny finished analysis in a work directory of
+    this module's own (its tests add runs), built once."""
+    cfg = tiny_config(tiny_sample)
+    store = RunStore(tmp_path_factory.mktemp("baselines"))
+    run = create_analysis_run(store, cfg)
+    jobs.run_inline(run, ANALYSIS_TARGET)
     ctx = MethodContext(load_run_dataset(cfg, run, silent), run, cfg, CPU, silent)
     return store, run, ctx
 

@@ -127,7 +127,7 @@ def test_list_skips_half_created_folder(store):
 def test_empty_workdir(tmp_path):
     store = RunStore(tmp_path / "nothing-yet")
     assert store.list() == []
-    assert store.table().empty
+    assert store.find_done("analysis", {}) is None
 
 
 def test_restart_sees_everything(store):
@@ -141,8 +141,8 @@ def test_restart_sees_everything(store):
     assert (a2.label, a2.config(), a2.status()["state"]) == ("base", {"lr": 0.1}, "done")
     np.testing.assert_array_equal(a2.read_array("margins"), np.arange(5))
     assert again.get(b.id).parent == a.id
-    table = again.table()
-    assert list(table["id"]) == [a.id, b.id] and list(table["state"]) == ["done", "queued"]
+    assert again.find_done("train", {"lr": 0.1}) == a2
+    assert again.find_done("d3m", {"k": 2}) is None  # queued, not done
 
 
 def test_delete_refuses_live_job(store):

@@ -3,11 +3,12 @@
 f(z) = log(p / (1 - p)) of the true class, computed stably as the true logit minus the
 logsumexp of the other logits (seeds/001 section 4; shared/notes/d3m.md).
 
-Two featurizers with one signature `featurizer(model, x, y) -> (features (B, k), p (B,))`:
-- `FactoredFeaturizer` (default): one ordinary forward/backward of the summed margins with
-  hooks on each linear/conv layer in scope; the per-example gradient of such a layer is
-  Σ_l δ_l a_lᵀ, projected per layer by a Kronecker projector without ever being formed.
-  Requires the model in eval mode (examples independent: no batch statistics).
+Three featurizers (FEATURIZERS; the names are TrakConfig.projector's choices), one signature
+`featurizer(model, x, y) -> (features (B, k), p (B,))`:
+- `FactoredFeaturizer` (default): one forward/backward of the summed margins with hooks on
+  each linear/conv layer in scope (no weight gradients are computed); the per-example gradient
+  of such a layer is Σ_l δ_l a_lᵀ, projected per layer by a Kronecker projector without ever
+  being formed. Requires the model in eval mode (examples independent: no batch statistics).
 - `SparseFeaturizer`: the same hooks give each layer's explicit per-example gradient
   Σ_l δ_l a_lᵀ (one einsum), which a sparse sign projection adds into the k features.
 - `DenseFeaturizer` (reference): explicit per-example gradients with torch.func, flattened and
@@ -59,17 +60,24 @@ def layer_dims(module: nn.Module) -> tuple[int, int]:
     return module.in_channels * kh * kw + bias, module.out_channels
 
 
-def layer_inputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer's input as (B, L, d_in) rows a_l (conv: unfolded patches), with a ones column for the bias."""
+def layer_inputs(module: nn.Module, x: torch.Tensor, p_in: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows P_inᵀ a_l (B, L, k_in) of the layer input (conv: patches; a ones entry for the bias).
+
+    p_in (d_in, k_in), or None for the identity (then k_in = d_in). For a conv layer the
+    projected patches are themselves a convolution of x with P_in as the kernel (the identity
+    kernel gives the plain patches), much faster on CPU than unfolding the patches first.
+    """
+    d_in = layer_dims(module)[0]
+    w = torch.eye(d_in, dtype=x.dtype, device=x.device) if p_in is None else p_in.to(x.dtype)
+    n = d_in - int(module.bias is not None)
+    bias = w[n] if module.bias is not None else None
     if isinstance(module, nn.Conv2d):
-        if module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros":
+        if module.groups != 1 or module.padding_mode != "zeros":
             raise ValueError(f"factored gradients support plain conv layers only, not {module}")
-        a = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).transpose(1, 2)
-    else:
-        a = x.reshape(x.shape[0], -1, x.shape[-1])
-    if module.bias is not None:
-        a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], dim=2)
-    return a
+        kernel = w[:n].T.reshape(w.shape[1], module.in_channels, *module.kernel_size)
+        out = F.conv2d(x, kernel, bias, module.stride, module.padding, module.dilation)
+        return out.flatten(2).transpose(1, 2)
+    return F.linear(x.reshape(x.shape[0], -1, x.shape[-1]), w[:n].T, bias)
 
 
 def layer_outgrads(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
@@ -81,31 +89,40 @@ def layer_outgrads(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
 
 def capture(model: nn.Module, layers: list[tuple[str, nn.Module]], x: torch.Tensor, y: torch.Tensor
             ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """One forward/backward of Σ margins: per layer a (B, L, d_in) and δ (B, L, d_out), and the logits.
+    """One forward/backward of Σ margins: per layer its input x and δ (B, L, d_out), and the logits.
 
     The model must be in eval mode, so that examples are independent (no batch statistics)
-    and Σ_l δ_l a_lᵀ is exactly example b's gradient.
+    and Σ_l δ_l a_lᵀ is exactly example b's gradient. Parameters are frozen for the pass and
+    the graph starts at the first scoped layer's output, so the backward computes only the
+    δ's it needs: no weight gradients, and nothing below the scope (cheap `last` scopes).
     """
     inputs: dict[int, torch.Tensor] = {}
     grads: dict[int, torch.Tensor] = {}
 
     def hook(i: int):
-        def fn(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        def fn(module: nn.Module, inp: tuple, out: torch.Tensor) -> torch.Tensor:
             inputs[i] = inp[0].detach()
+            if not out.requires_grad:  # the first scoped layer: the graph starts here
+                out = out.detach().requires_grad_(True)
             out.register_hook(lambda g: grads.__setitem__(i, g.detach()))
+            return out
         return fn
 
+    frozen = [p for p in model.parameters() if p.requires_grad]
     handles = [m.register_forward_hook(hook(i)) for i, (_, m) in enumerate(layers)]
     try:
+        for p in frozen:
+            p.requires_grad_(False)
         with torch.enable_grad():
             logits = model(x)
             margin(logits, y).sum().backward()
     finally:
         for h in handles:
             h.remove()
-    a = [layer_inputs(m, inputs[i]) for i, (_, m) in enumerate(layers)]
+        for p in frozen:
+            p.requires_grad_(True)
     delta = [layer_outgrads(m, grads[i]) for i, (_, m) in enumerate(layers)]
-    return a, delta, logits.detach()
+    return [inputs[i] for i in range(len(layers))], delta, logits.detach()
 
 
 def layer_grads(a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -125,8 +142,9 @@ class FactoredFeaturizer:
         self.dim = sum(p.dim(*layer_dims(m)) for p, (_, m) in zip(self.projectors, self.layers))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, delta, logits = capture(model, self.layers, x, y)
-        feats = [proj(a_i, d_i) for proj, a_i, d_i in zip(self.projectors, a, delta)]
+        xs, delta, logits = capture(model, self.layers, x, y)
+        feats = [proj.combine(layer_inputs(m, x_i, proj.p_in), d_i)
+                 for proj, (_, m), x_i, d_i in zip(self.projectors, self.layers, xs, delta)]
         return torch.cat(feats, dim=1), true_class_prob(logits, y)
 
 
@@ -141,10 +159,10 @@ class SparseFeaturizer:
         self.dim = proj_dim
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, delta, logits = capture(model, self.layers, x, y)
+        xs, delta, logits = capture(model, self.layers, x, y)
         out = torch.zeros(x.shape[0], self.dim, device=x.device)
-        for proj, a_i, d_i in zip(self.projectors, a, delta):
-            proj(layer_grads(a_i, d_i).reshape(x.shape[0], -1), out=out)
+        for proj, (_, m), x_i, d_i in zip(self.projectors, self.layers, xs, delta):
+            proj(layer_grads(layer_inputs(m, x_i), d_i).reshape(x.shape[0], -1), out=out)
         return out, true_class_prob(logits, y)
 
 

@@ -77,11 +77,13 @@ class KroneckerProjector:
 
     def __call__(self, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """a (B, L, d_in), delta (B, L, d_out) -> (B, k_out * k_in) = vec Σ_l (P_outᵀδ_l)(P_inᵀa_l)ᵀ."""
-        if self.p_in is not None:
-            a = a @ self.p_in
+        return self.combine(a if self.p_in is None else a @ self.p_in, delta)
+
+    def combine(self, a_projected: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The same from rows already projected on the input side, a_projected (B, L, k_in)."""
         if self.p_out is not None:
             delta = delta @ self.p_out
-        return torch.einsum("blo,bli->boi", delta, a).reshape(a.shape[0], -1)
+        return torch.einsum("blo,bli->boi", delta, a_projected).reshape(delta.shape[0], -1)
 
 
 class SparseProjector:

@@ -46,6 +46,9 @@ def model_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray, train
     Train features are stored in `folder` (reused when the config matches); the projection
     seed is shared by train and target gradients of this model, as TRAK requires.
     """
+    for name in ("proj_dim", "batch_size", "chunk_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"trak.{name} must be >= 1, got {getattr(cfg, name)}")
     featurizer = make_featurizer(model, cfg.projector, cfg.scope, cfg.proj_dim, seed, device)
     train = load_or_featurize(folder, feature_meta(cfg, seed, model_id), model, featurizer, images,
                               train_idx, labels, cfg.batch_size, cfg.chunk_size, device,

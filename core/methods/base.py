@@ -84,14 +84,15 @@ class Method:
     group_info: str  # "train/val" group labels used, as in Table 1: "no/no", "no/yes", "yes/yes"
     run: Callable[[MethodContext, dict], MethodResult]
     removes: bool = True  # a removal method: its random control removes as many examples
+    needs: str = "seed"  # what a user chooses besides the seed: seed | k | flagged | cells
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, title: str, group_info: str, removes: bool = True):
+def register(name: str, title: str, group_info: str, removes: bool = True, needs: str = "seed"):
     def wrap(fn: Callable[[MethodContext, dict], MethodResult]):
-        METHODS[name] = Method(name, title, group_info, fn, removes)
+        METHODS[name] = Method(name, title, group_info, fn, removes, needs)
         return fn
     return wrap
 

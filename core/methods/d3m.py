@@ -7,7 +7,7 @@ from core.methods.removal import remove_by_score
 from core.training import cross_entropy_np
 
 
-@register("d3m", "D3M", group_info="no/yes")
+@register("d3m", "D3M", group_info="no/yes", needs="k")
 def d3m(ctx: MethodContext, params: dict) -> MethodResult:
     """Remove the examples whose group alignment (equation 3) is most negative."""
     val_groups = ctx.data.groups[ctx.val_idx]
@@ -16,7 +16,7 @@ def d3m(ctx: MethodContext, params: dict) -> MethodResult:
     return remove_by_score(ctx, params, align, val_groups, ctx.data.group_names)
 
 
-@register("auto_d3m", "Auto-D3M", group_info="no/no")
+@register("auto_d3m", "Auto-D3M", group_info="no/no", needs="k")
 def auto_d3m(ctx: MethodContext, params: dict) -> MethodResult:
     """D3M on pseudo-groups from the top principal component of each class's attributions;
     the k sweep (if any) is judged on the pseudo-groups too: no group labels anywhere."""

@@ -7,7 +7,7 @@ from core.methods.base import MethodContext, MethodResult, register
 from core.methods.removal import retrain_without
 
 
-@register("random", "Random removal (control)", group_info="no/no")
+@register("random", "Random removal (control)", group_info="no/no", needs="k")
 def random_removal(ctx: MethodContext, params: dict) -> MethodResult:
     if params.get("k") is None:
         raise ValueError("random removal needs k (the number of examples to remove)")

@@ -17,14 +17,14 @@ def positions_of_ids(ctx: MethodContext, ids: list[int]) -> np.ndarray:
     return np.unique(pos)
 
 
-@register("flagged", "Flagged examples", group_info="no/yes")
+@register("flagged", "Flagged examples", group_info="no/yes", needs="flagged")
 def flagged(ctx: MethodContext, params: dict) -> MethodResult:
     removed = positions_of_ids(ctx, params.get("ids") or [])
     trained = retrain_without(ctx, removed, params)
     return MethodResult(trained.model, removed, trained.steps, {"selected_by": "flagged by the user"})
 
 
-@register("subpopulations", "Excluded subpopulations", group_info="no/yes")
+@register("subpopulations", "Excluded subpopulations", group_info="no/yes", needs="cells")
 def subpopulations(ctx: MethodContext, params: dict) -> MethodResult:
     """Remove every training example in the chosen (class, attribute = value) cells."""
     meta = ctx.data.metadata.iloc[ctx.train_idx]

@@ -3,8 +3,6 @@ and its random control, shared by the page (AppTest) and core/views tests."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +10,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
-from core.analysis import load_run_dataset
+from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run, load_run_dataset
 from core.dataset import Dataset
 from core.debias import TARGET, create_debias_run
 from core.progress import silent
 from core.runs import Run, RunStore
-from core.views import ANALYSIS_TARGET, analysis_config, new_analysis
+from sample_data.make_sample import generate
+from tests.conftest import TINY_SCALE, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
@@ -36,13 +35,8 @@ class Tiny:
 
 
 def make_sample(out: Path) -> Path:
-    subprocess.run([sys.executable, str(ROOT / "sample_data" / "make_sample.py"), "--out", str(out),
-                    "--scale", "0.1"], check=True, capture_output=True)
+    generate(out, seed=0, scale=TINY_SCALE)
     return out
-
-
-def tiny_config(data_root: Path):
-    return analysis_config(data_root, n_models=2, epochs=2, proj_dim=256)
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +44,7 @@ def tiny(tmp_path_factory) -> Tiny:
     base = tmp_path_factory.mktemp("tiny")
     data_root = make_sample(base / "data")
     store = RunStore(base / "work")
-    analysis = new_analysis(store, tiny_config(data_root))
+    analysis = create_analysis_run(store, tiny_config(data_root))
     jobs.run_inline(analysis, ANALYSIS_TARGET)
     d3m = create_debias_run(store, analysis.id, "d3m", {"seed": 0})
     jobs.run_inline(d3m, TARGET)

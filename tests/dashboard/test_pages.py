@@ -7,6 +7,8 @@ import shutil
 import pandas as pd
 
 from core import jobs, views, views_selection as vs
+from core.analysis import create_analysis_run
+from core.config import analysis_config
 from core.methods import METHODS
 from core.runs import RunStore
 from dashboard.widgets import pct
@@ -171,7 +173,7 @@ def test_compare_page_table_and_delete(monkeypatch, tiny, tiny_copy):
 
 def test_failed_analysis_shows_the_error_and_the_log(monkeypatch, tiny, tmp_path):
     store = RunStore(tmp_path / "work")
-    run = views.new_analysis(store, views.analysis_config(tiny.data_root))
+    run = create_analysis_run(store, analysis_config(tiny.data_root))
     run.set_status(state="failed", error="ValueError: out of memory on model 2/5")
     at = open_app(monkeypatch, tiny.data_root, tmp_path / "work")
     [error] = [e.value for e in at.error]
@@ -182,7 +184,7 @@ def test_failed_analysis_shows_the_error_and_the_log(monkeypatch, tiny, tmp_path
 def test_newest_analysis_is_shown_and_another_can_be_chosen(monkeypatch, tiny, tiny_copy):
     """A second, newer analysis of the dataset (a copy with other ERM metrics) is shown first."""
     old = tiny_copy.get(tiny.analysis.id)
-    new = views.new_analysis(tiny_copy, views.analysis_config(tiny.data_root, n_models=2, epochs=2, proj_dim=256))
+    new = create_analysis_run(tiny_copy, analysis_config(tiny.data_root, n_models=2, epochs=2, proj_dim=256))
     for item in old.path.iterdir():
         if item.name not in ("run.json", "config.json", "status.json"):
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, new.path / item.name)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from core import views, views_runs as vr, views_selection as vs
+from core.config import analysis_config
 from core.dataset import validate_dataset
 from core.methods import METHODS
 from core.summary import pipeline_summary
@@ -69,7 +70,7 @@ def test_analyses_for_matches_dataset_and_group_attribute(tiny):
 
 
 def test_analysis_config_takes_the_settings(tiny):
-    cfg = views.analysis_config(tiny.data_root, "place", n_models=3, epochs=4, image_size=16, proj_dim=512)
+    cfg = analysis_config(tiny.data_root, "place", n_models=3, epochs=4, image_size=16, proj_dim=512)
     assert (cfg.trak.n_models, cfg.train.epochs, cfg.data.image_size, cfg.trak.proj_dim) == (3, 4, 16, 512)
     assert cfg.data.group_attribute == "place" and cfg.data.root == str(tiny.data_root.resolve())
 

@@ -1,0 +1,336 @@
+"""Attribution cost and fidelity: our projectors and gradient scopes against traker, on the same models.
+
+    .venv/bin/python -m benchmarks.attribution [--scale S] [--models T] [--lds-models N] [--quick]
+                                                [--variants ...] [--downstream] [--scaling 5000 20000 ...]
+
+Trains T ensemble members (random 50% subsets, the analysis job's recipe and seeds) once,
+then, in a fresh subprocess per variant (so each peak RSS is its own), computes every
+member's TRAK scores (val x train) and times featurization + scoring per model against one
+training epoch (one pass over the full train split, measured while training the members).
+traker 0.3.2 runs TRAKer with its CPU default (BasicProjector, dense normal projection,
+float32) on the same checkpoints and projection dimension.
+Fidelity: LDS against N models trained on held-out random 50% subsets (benchmarks/lds.py),
+at T = 1 and T = all members; Pearson correlation of the T-averaged scores with traker's.
+--downstream: a full analysis + D3M retrain per variant (run store), test WGA.
+--scaling: time and peak RSS of attribution (default config, one model, --targets val
+examples) as the number of generated train examples grows.
+The last line printed is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.lds import subset_margins
+from core.analysis import fit
+from core.attribution.lds import lds
+from core.attribution.trak import model_scores, proxy_model_config
+from core.checkpoints import load_checkpoint, save_checkpoint
+from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, TrainConfig, TrakConfig, to_dict
+from core.dataset import load_dataset
+from core.progress import silent
+
+SAMPLE_TRAIN = 3000  # train examples in the built-in sample at scale 1
+VARIANTS = {  # name: TrakConfig overrides; "traker" is the baseline
+    "factored/all": {}, "factored/last:2": {"scope": "last:2"}, "factored/last": {"scope": "last"},
+    "sparse/all": {"projector": "sparse"}, "sparse/last:2": {"projector": "sparse", "scope": "last:2"},
+    "dense/all": {"projector": "dense"}, "dense/last": {"projector": "dense", "scope": "last"},
+    "factored/all/proxy2": {"proxy_width": 2}, "traker": {"projector": "traker"},
+    "traker/lambda0": {"projector": "traker", "ridge": 0.0},
+}
+QUICK = ["factored/all", "sparse/all", "dense/all", "traker"]
+
+
+def rss_mb() -> float:
+    """Current resident set size (MB) from /proc, for the baseline before attribution starts."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def data_root(scale: float | None, workdir: Path) -> str:
+    """The built-in sample, or a generated copy at `scale` (cached in the work directory)."""
+    if scale is None:
+        return DEFAULT_DATA
+    root = workdir / f"data_scale{scale:g}"
+    if not (root / "metadata.csv").exists():
+        from sample_data.make_sample import generate
+
+        generate(root, seed=0, scale=scale)
+    return str(root)
+
+
+def base_config(args: argparse.Namespace, root: str) -> AnalysisConfig:
+    return AnalysisConfig(data=DataConfig(root), train=replace(TrainConfig(), epochs=args.epochs, device="cpu"),
+                          trak=TrakConfig(n_models=args.models, proj_dim=args.proj_dim))
+
+
+def train_members(cfg: AnalysisConfig, data, workdir: Path, proxy_width: int) -> list[Path]:
+    """Checkpoints of the T members (analysis.ensemble_scores' subsets and seeds), cached."""
+    cfg = replace(cfg, model=proxy_model_config(cfg.model, proxy_width))
+    tag = f"{Path(cfg.data.root).name}_w{proxy_width}_e{cfg.train.epochs}"
+    train_idx = data.idx("train")
+    rng = np.random.default_rng(cfg.train.seed)
+    paths = []
+    for t in range(cfg.trak.n_models):
+        subset = np.sort(rng.choice(len(train_idx), round(cfg.trak.subset_fraction * len(train_idx)), replace=False))
+        path = workdir / "models" / f"{tag}_model_{t}.pt"
+        if not path.exists():
+            member = fit(data, train_idx[subset], cfg, replace(cfg.train, seed=cfg.train.seed * 1000 + t + 1),
+                         torch.device("cpu"), silent)
+            save_checkpoint(path, member.model, cfg)
+        paths.append(path)
+    return paths
+
+
+def epoch_time(root: str, workdir: Path) -> dict:
+    """Wall and CPU seconds of one training epoch over the full train split (fresh process)."""
+    spec = {"name": "epoch", "root": root, "workdir": str(workdir), "epoch_only": True,
+            "out": str(workdir / "scores" / "epoch")}
+    return in_subprocess(spec)["epoch"]
+
+
+def worker(spec: dict) -> dict:
+    """One variant in this (fresh) process: scores of every checkpoint, seconds each, peak RSS."""
+    torch.manual_seed(0)
+    data = load_dataset(DataConfig(spec["root"]), cache_dir=Path(spec["workdir"]) / "cache")
+    train_idx, val_idx = data.idx("train"), data.idx("val")[:spec.get("targets")]
+    if spec.get("checkpoints"):
+        models, epoch = [load_checkpoint(p) for p in spec["checkpoints"]], None
+    else:  # train one fresh model on the full train split for one epoch: the time unit
+        cfg = AnalysisConfig(data=DataConfig(spec["root"]), train=TrainConfig(epochs=1, device="cpu"))
+        cpu0 = time.process_time()
+        trained = fit(data, train_idx, cfg, cfg.train, torch.device("cpu"), silent)
+        models, epoch = [trained.model], {"wall": trained.seconds, "cpu": time.process_time() - cpu0}
+        if spec.get("epoch_only"):
+            return {"epoch": epoch}
+    base = rss_mb()
+    seconds, cpu = [], []
+    for t, model in enumerate(models):
+        out = np.lib.format.open_memmap(Path(spec["out"]) / f"scores_{t}.npy", mode="w+", dtype=np.float32,
+                                        shape=(len(val_idx), len(train_idx)))
+        start, cpu0 = time.perf_counter(), time.process_time()
+        if spec["trak"]["projector"] == "traker":
+            traker_scores(model, data, train_idx, val_idx, spec, t, out)
+        else:
+            cfg = TrakConfig(**spec["trak"])
+            shutil.rmtree(Path(spec["out"]) / f"features_{t}", ignore_errors=True)  # time a fresh store
+            model_scores(model, data.images, data.labels, train_idx, val_idx, cfg, 1000 + t + 1, torch.device("cpu"),
+                         Path(spec["out"]) / f"features_{t}", out)
+        seconds.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu0)
+        out.flush()
+        del out
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb(), "baseline_mb": base, "epoch": epoch}
+
+
+def traker_scores(model, data, train_idx, val_idx, spec: dict, t: int, out: np.ndarray) -> None:
+    """TRAKer (traker 0.3.2) on CPU: FunctionalGradientComputer + BasicProjector (dense normal).
+
+    Its ridge is set to ours, lambda_reg = ridge · tr(ΦᵀΦ)/k (traker's default is 0, which
+    leaves ΦᵀΦ singular when n < k; the "traker/lambda0" variant keeps that default).
+    """
+    from trak import TRAKer
+
+    from core.training import to_tensor
+
+    save_dir = Path(spec["out"]) / f"traker_{t}"
+    shutil.rmtree(save_dir, ignore_errors=True)  # a fresh TRAKer: nothing reused from an earlier run
+    tr = TRAKer(model=model, task="image_classification", train_set_size=len(train_idx), device="cpu",
+                save_dir=str(save_dir), proj_dim=spec["trak"]["proj_dim"],
+                use_half_precision=False, projector_seed=t, logging_level=40)
+    tr.load_checkpoint(model.state_dict(), model_id=0)
+    bs = spec["trak"].get("batch_size", 128)
+    labels = torch.as_tensor(data.labels, dtype=torch.int64)
+    for s in range(0, len(train_idx), bs):
+        idx = train_idx[s:s + bs]
+        tr.featurize(batch=(to_tensor(data.images[idx]), labels[idx]), num_samples=len(idx))
+    grads = torch.as_tensor(np.asarray(tr.saver.current_store["grads"]), dtype=torch.float64)
+    tr.score_computer.lambda_reg = spec["trak"]["ridge"] * float(grads.pow(2).sum()) / grads.shape[1]
+    del grads
+    tr.finalize_features()
+    tr.start_scoring_checkpoint(exp_name="bench", checkpoint=model.state_dict(), model_id=0, num_targets=len(val_idx))
+    for s in range(0, len(val_idx), bs):
+        idx = val_idx[s:s + bs]
+        tr.score(batch=(to_tensor(data.images[idx]), labels[idx]), num_samples=len(idx))
+    out[:] = np.asarray(tr.finalize_scores(exp_name="bench")).T
+
+
+def in_subprocess(spec: dict) -> dict:
+    """Run `worker(spec)` in a fresh interpreter; its last stdout line is the JSON result."""
+    Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.attribution", "--worker", json.dumps(spec)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {spec['name']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare(args: argparse.Namespace, workdir: Path) -> dict:
+    """Cost, LDS and agreement of each variant on the same members; prints a table."""
+    root = data_root(args.scale, workdir)
+    cfg = base_config(args, root)
+    data = load_dataset(cfg.data, cache_dir=workdir / "cache")
+    n, m = len(data.idx("train")), len(data.idx("val"))
+    print(f"data {root}: {n} train, {m} val targets; T = {args.models}, k = {args.proj_dim}, "
+          f"{args.epochs} epochs; LDS: {args.lds_models} subset models, mask seed {args.lds_seed}, "
+          f"model seeds 10000*{args.lds_seed}+s; torch threads {torch.get_num_threads()}")
+    members = {w: train_members(cfg, data, workdir, w) for w in sorted({VARIANTS[v].get("proxy_width", 1)
+                                                                         for v in args.variants})}
+    masks, margins = subset_margins(data, cfg, args.lds_models, args.lds_seed, workdir / "lds")
+    before = epoch_time(root, workdir)
+    results = {}
+    for name in args.variants:
+        trak = {**to_dict(cfg.trak), **VARIANTS[name]}
+        spec = {"name": name, "root": root, "workdir": str(workdir), "trak": trak,
+                "checkpoints": [str(p) for p in members[trak.get("proxy_width", 1)]],
+                "out": str(workdir / "scores" / name.replace("/", "_").replace(":", ""))}
+        res = in_subprocess(spec)
+        per_model = [np.load(Path(spec["out"]) / f"scores_{t}.npy") for t in range(args.models)]
+        mean = np.mean(per_model, axis=0)
+        res.update(per_model_s=float(np.mean(res["seconds"])), per_model_cpu_s=float(np.mean(res["cpu_seconds"])),
+                   lds_t1=lds(per_model[0], masks, margins),
+                   lds_t=lds(mean, masks, margins), mean_scores=mean)
+        results[name] = res
+        print(f"  {name}: {res['per_model_s']:.2f} s/model", flush=True)
+    after = epoch_time(root, workdir)  # the CPU is shared: time the unit before and after, use the mean
+    epoch = {k: (before[k] + after[k]) / 2 for k in before}
+    print(f"one training epoch (full train split, {n} examples): {epoch['wall']:.2f} s wall "
+          f"(before {before['wall']:.2f}, after {after['wall']:.2f}), {epoch['cpu']:.2f} s CPU")
+    for name, res in results.items():
+        print(f"  {name:20s} {res['per_model_s']:7.2f} s/model = {res['per_model_s'] / epoch['wall']:5.2f} epochs "
+              f"(CPU time: {res['per_model_cpu_s'] / epoch['cpu']:5.2f}); "
+              f"peak RSS {res['peak_mb']:6.0f} MB (baseline {res['baseline_mb']:.0f}); "
+              f"LDS T=1 {res['lds_t1']:.3f}, T={args.models} {res['lds_t']:.3f}")
+    return summarize(results, epoch, args)
+
+
+def summarize(results: dict, epoch: dict, args: argparse.Namespace) -> dict:
+    """'ours' is the TrakConfig default (projector/scope) when it was run, else the first variant."""
+    default = f"{TrakConfig().projector}/{TrakConfig().scope}"
+    ours_name = default if default in results else args.variants[0]
+    ours = results[ours_name]
+    ref = results.get("traker") or results.get("dense/all")
+    ref_name = "traker" if "traker" in results else "dense/all (traker not run)"
+    corr = {name: float(np.corrcoef(r["mean_scores"].ravel(), ref["mean_scores"].ravel())[0, 1])
+            for name, r in results.items()}
+    dense = results.get("dense/all", ref)
+    corr_dense = {name: float(np.corrcoef(r["mean_scores"].ravel(), dense["mean_scores"].ravel())[0, 1])
+                  for name, r in results.items()}
+    for name, c in corr.items():
+        print(f"  Pearson corr of {name} scores with {ref_name}: {c:.3f}, with dense/all: {corr_dense[name]:.3f}")
+    summary = {"ours": ours_name, "reference": ref_name, "models": args.models, "proj_dim": args.proj_dim,
+               "lds_models": args.lds_models, "lds_seed": args.lds_seed, "epoch_seconds": epoch["wall"],
+               "featurize_epoch_ratio": ours["per_model_s"] / epoch["wall"],
+               "featurize_epoch_ratio_cpu": ours["per_model_cpu_s"] / epoch["cpu"],
+               "speedup_vs_traker": ref["per_model_s"] / ours["per_model_s"],
+               "speedup_vs_traker_cpu": ref["per_model_cpu_s"] / ours["per_model_cpu_s"],
+               "lds_ours": ours["lds_t"], "lds_traker": ref["lds_t"], "lds_ours_t1": ours["lds_t1"],
+               "lds_traker_t1": ref["lds_t1"], "corr_with_traker": corr[ours_name],
+               "peak_mem_mb_ours": ours["peak_mb"], "peak_mem_mb_traker": ref["peak_mb"],
+               "variants": {name: {k: r[k] for k in ("per_model_s", "per_model_cpu_s", "peak_mb", "baseline_mb", "lds_t1",
+                                                  "lds_t")}
+                            | {"epoch_ratio": r["per_model_s"] / epoch["wall"],
+                               "epoch_ratio_cpu": r["per_model_cpu_s"] / epoch["cpu"], "corr_with_reference": corr[name],
+                               "corr_with_dense": corr_dense[name]}
+                            for name, r in results.items()}}
+    return summary
+
+
+def downstream(args: argparse.Namespace, workdir: Path) -> dict:
+    """Test WGA of D3M on the sample with each of our variants (analysis + D3M retrain, run store)."""
+    from core import jobs
+    from core.debias import TARGET, create_debias_run
+    from core.runs import RunStore
+
+    store = RunStore(workdir / "store")
+    cfg = base_config(args, data_root(args.scale, workdir))
+    out = {}
+    for name in [v for v in args.variants if v != "traker"]:
+        run = store.create("analysis", to_dict(replace(cfg, trak=replace(cfg.trak, **VARIANTS[name]))), label=name)
+        jobs.run_inline(run, "core.analysis:run_analysis")
+        debias = create_debias_run(store, run.id, "d3m", {"seed": cfg.train.seed}, control=False)
+        jobs.run_inline(debias, TARGET)
+        out[name] = {"erm_test_wga": run.read_json("metrics")["test"]["wga"],
+                     "d3m_test_wga": debias.read_json("metrics")["test"]["wga"]}
+        print(f"  downstream {name:20s} ERM test WGA {out[name]['erm_test_wga']:.3f} -> "
+              f"D3M {out[name]['d3m_test_wga']:.3f}")
+    return out
+
+
+def scaling(args: argparse.Namespace, workdir: Path) -> dict:
+    """Attribution time and peak RSS (default TrakConfig, one model) as n train grows."""
+    out = {}
+    for n in args.scaling:
+        root = data_root(n / SAMPLE_TRAIN, workdir)
+        spec = {"name": f"scale {n}", "root": root, "workdir": str(workdir), "targets": args.targets,
+                "trak": to_dict(TrakConfig(proj_dim=args.proj_dim)),
+                "out": str(workdir / "scaling" / str(n))}
+        res = in_subprocess(spec)
+        s = res["seconds"][0]
+        out[n] = {"seconds": s, "cpu_seconds": res["cpu_seconds"][0], "epoch": res["epoch"],
+                  "peak_mb": res["peak_mb"], "baseline_mb": res["baseline_mb"]}
+        print(f"  n={n:7d}: attribution {s:7.1f} s/model ({s / res['epoch']['wall']:.2f} epochs; CPU time "
+              f"{res['cpu_seconds'][0] / res['epoch']['cpu']:.2f}), "
+              f"x5 models {5 * s / 60:.1f} min; peak RSS {res['peak_mb']:.0f} MB (baseline {res['baseline_mb']:.0f})")
+    if len(out) >= 2:
+        (n0, r0), (n1, r1) = list(out.items())[0], list(out.items())[-1]
+        rate = (r1["seconds"] - r0["seconds"]) / (n1 - n0)
+        est = r1["seconds"] + rate * (160_000 - n1)
+        print(f"  linear extrapolation to n=160000, {args.targets} targets: {est:.0f} s/model, "
+              f"T=5: {5 * est / 60:.1f} min")
+        out["extrapolated_160k_T5_minutes"] = 5 * est / 60
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/d3m_bench_attribution"))
+    parser.add_argument("--scale", type=float, default=None, help="generated data at this scale (default: the sample)")
+    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    parser.add_argument("--models", type=int, default=5, help="ensemble members T")
+    parser.add_argument("--proj-dim", type=int, default=TrakConfig().proj_dim)
+    parser.add_argument("--lds-models", type=int, default=50)
+    parser.add_argument("--lds-seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="'ours' in the JSON summary: the TrakConfig default if run, else the first")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: T=2, 8 LDS models, {QUICK}")
+    parser.add_argument("--downstream", action="store_true")
+    parser.add_argument("--scaling", type=int, nargs="*", default=None, help="train sizes, e.g. 5000 20000 80000 160000")
+    parser.add_argument("--targets", type=int, default=1000, help="val targets in --scaling")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.quick:
+        args.models, args.lds_models = 2, 8
+        args.variants = [v for v in args.variants if v in QUICK] if args.variants != list(VARIANTS) else QUICK
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    if args.scaling:
+        summary["scaling"] = scaling(args, args.workdir)
+    else:
+        summary = compare(args, args.workdir)
+        if args.downstream:
+            summary["downstream"] = downstream(args, args.workdir)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
