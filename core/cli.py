@@ -81,13 +81,18 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     store = RunStore(args.workdir)
     analysis = find_or_start_analysis(store, config_from_args(args))
     method = args.method.replace("-", "_")
-    params = {"seed": args.seed, "k": args.k}
-    if args.k_sweep:
-        params["k_sweep"] = [int(k) for k in args.k_sweep.split(",")]
+    params = method_params(args)
     if method == "random" and args.k is None:
         params["k"] = int((analysis.read_array("alignment") < 0).sum())
     run = follow_debias(store, analysis.id, method, params)
     print(json.dumps(pipeline_summary(store, run)))
+
+
+def method_params(args: argparse.Namespace) -> dict:
+    params = {"seed": args.seed, "k": args.k}
+    if args.k_sweep:
+        params["k_sweep"] = [int(k) for k in args.k_sweep.split(",")]
+    return params
 
 
 def follow_debias(store: RunStore, analysis_id: str, method: str, params: dict) -> Run:
@@ -103,8 +108,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 
 def cmd_debias(args: argparse.Namespace) -> None:
     store = RunStore(args.workdir)
-    params = {"seed": args.seed, "k": args.k}
-    run = follow_debias(store, args.analysis, args.method.replace("-", "_"), params)
+    run = follow_debias(store, args.analysis, args.method.replace("-", "_"), method_params(args))
     print(json.dumps(pipeline_summary(store, run)))
 
 
@@ -182,19 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--projector", default=t.projector, choices=list(FEATURIZERS))
         p.add_argument("--scope", default=t.scope, help="gradient scope: all | last | last:N")
 
+    def method_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--method", default="d3m", choices=method_choices())
+        p.add_argument("--k", type=int, default=None, help="examples to remove (default: all with A_i < 0)")
+        p.add_argument("--k-sweep", default=None, help="comma-separated k's: keep the best validation WGA")
+
     p = common(sub.add_parser("pipeline", help="ERM, attribution, selection, retraining and the random control"))
     data_opts(p)
-    p.add_argument("--method", default="d3m", choices=method_choices())
-    p.add_argument("--k", type=int, default=None, help="examples to remove (default: all with A_i < 0)")
-    p.add_argument("--k-sweep", default=None, help="comma-separated k's: keep the best validation WGA")
+    method_opts(p)
     p.set_defaults(func=cmd_pipeline)
     p = common(sub.add_parser("analyze", help="ERM + TRAK ensemble only; prints the analysis run id"))
     data_opts(p)
     p.set_defaults(func=cmd_analyze)
     p = common(sub.add_parser("debias", help="run one method on a finished analysis"))
     p.add_argument("--analysis", required=True)
-    p.add_argument("--method", default="d3m")
-    p.add_argument("--k", type=int, default=None)
+    method_opts(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_debias)
     common(sub.add_parser("runs", help="list runs")).set_defaults(func=cmd_runs)
