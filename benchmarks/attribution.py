@@ -3,12 +3,14 @@
     .venv/bin/python -m benchmarks.attribution [--scale S] [--models T] [--lds-models N] [--quick]
                                                 [--variants ...] [--downstream] [--scaling 5000 20000 ...]
 
-Trains T ensemble members (random 50% subsets, the analysis job's recipe and seeds) once,
-then, in a fresh subprocess per variant (so each peak RSS is its own), computes every
-member's TRAK scores (val x train) and times featurization + scoring per model against one
-training epoch (one pass over the full train split, measured while training the members).
-traker 0.3.2 runs TRAKer with its CPU default (BasicProjector, dense normal projection,
-float32) on the same checkpoints and projection dimension.
+Trains T ensemble members (random 50% subsets, the analysis job's recipe and seeds) once
+(cached in --workdir), then, in a fresh subprocess per variant (so each peak RSS is its own),
+computes every member's TRAK scores (val x train) and times featurization + scoring per model
+against one training epoch (a fresh model, one pass over the full train split, timed in its
+own subprocess before and after the variants: the mean; wall and CPU time both reported,
+as the CPU may be shared). traker 0.3.2 runs TRAKer with its CPU default (BasicProjector,
+dense normal projection; float32) on the same checkpoints and projection dimension, with our
+ridge (see traker_scores; "traker/lambda0" keeps its default 0).
 Fidelity: LDS against N models trained on held-out random 50% subsets (benchmarks/lds.py),
 at T = 1 and T = all members; Pearson correlation of the T-averaged scores with traker's.
 --downstream: a full analysis + D3M retrain per variant (run store), test WGA.
@@ -220,36 +222,41 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     return summarize(results, epoch, args)
 
 
+def corr_with(results: dict, ref: str | None) -> dict:
+    """Pearson correlation of each variant's T-averaged scores with those of `ref` (None if not run)."""
+    if ref not in results:
+        return {name: None for name in results}
+    r0 = results[ref]["mean_scores"].ravel()
+    return {name: float(np.corrcoef(r["mean_scores"].ravel(), r0)[0, 1]) for name, r in results.items()}
+
+
 def summarize(results: dict, epoch: dict, args: argparse.Namespace) -> dict:
-    """'ours' is the TrakConfig default (projector/scope) when it was run, else the first variant."""
+    """'ours' is the TrakConfig default (projector/scope) when it was run, else the first variant;
+    the reference is traker, or our dense reference when traker was not run (then named so)."""
     default = f"{TrakConfig().projector}/{TrakConfig().scope}"
     ours_name = default if default in results else args.variants[0]
-    ours = results[ours_name]
-    ref = results.get("traker") or results.get("dense/all")
-    ref_name = "traker" if "traker" in results else "dense/all (traker not run)"
-    corr = {name: float(np.corrcoef(r["mean_scores"].ravel(), ref["mean_scores"].ravel())[0, 1])
-            for name, r in results.items()}
-    dense = results.get("dense/all", ref)
-    corr_dense = {name: float(np.corrcoef(r["mean_scores"].ravel(), dense["mean_scores"].ravel())[0, 1])
-                  for name, r in results.items()}
-    for name, c in corr.items():
-        print(f"  Pearson corr of {name} scores with {ref_name}: {c:.3f}, with dense/all: {corr_dense[name]:.3f}")
-    summary = {"ours": ours_name, "reference": ref_name, "models": args.models, "proj_dim": args.proj_dim,
-               "lds_models": args.lds_models, "lds_seed": args.lds_seed, "epoch_seconds": epoch["wall"],
-               "featurize_epoch_ratio": ours["per_model_s"] / epoch["wall"],
-               "featurize_epoch_ratio_cpu": ours["per_model_cpu_s"] / epoch["cpu"],
-               "speedup_vs_traker": ref["per_model_s"] / ours["per_model_s"],
-               "speedup_vs_traker_cpu": ref["per_model_cpu_s"] / ours["per_model_cpu_s"],
-               "lds_ours": ours["lds_t"], "lds_traker": ref["lds_t"], "lds_ours_t1": ours["lds_t1"],
-               "lds_traker_t1": ref["lds_t1"], "corr_with_traker": corr[ours_name],
-               "peak_mem_mb_ours": ours["peak_mb"], "peak_mem_mb_traker": ref["peak_mb"],
-               "variants": {name: {k: r[k] for k in ("per_model_s", "per_model_cpu_s", "peak_mb", "baseline_mb", "lds_t1",
-                                                  "lds_t")}
-                            | {"epoch_ratio": r["per_model_s"] / epoch["wall"],
-                               "epoch_ratio_cpu": r["per_model_cpu_s"] / epoch["cpu"], "corr_with_reference": corr[name],
-                               "corr_with_dense": corr_dense[name]}
-                            for name, r in results.items()}}
-    return summary
+    ref_name = next((r for r in ("traker", "dense/all", ours_name) if r in results))
+    ours, ref = results[ours_name], results[ref_name]
+    corr, corr_dense = corr_with(results, ref_name), corr_with(results, "dense/all")
+    for name in results:
+        print(f"  Pearson corr of {name} scores with {ref_name}: {corr[name]:.3f}"
+              + (f", with dense/all: {corr_dense[name]:.3f}" if corr_dense[name] is not None else ""))
+    keys = ("per_model_s", "per_model_cpu_s", "peak_mb", "baseline_mb", "lds_t1", "lds_t")
+    variants = {name: {k: r[k] for k in keys}
+                | {"epoch_ratio": r["per_model_s"] / epoch["wall"],
+                   "epoch_ratio_cpu": r["per_model_cpu_s"] / epoch["cpu"],
+                   "corr_with_reference": corr[name], "corr_with_dense": corr_dense[name]}
+                for name, r in results.items()}
+    return {"ours": ours_name, "reference": ref_name if ref_name == "traker" else f"{ref_name} (traker not run)",
+            "models": args.models, "proj_dim": args.proj_dim, "lds_models": args.lds_models,
+            "lds_seed": args.lds_seed, "epoch_seconds": epoch["wall"],
+            "featurize_epoch_ratio": ours["per_model_s"] / epoch["wall"],
+            "featurize_epoch_ratio_cpu": ours["per_model_cpu_s"] / epoch["cpu"],
+            "speedup_vs_traker": ref["per_model_s"] / ours["per_model_s"],
+            "speedup_vs_traker_cpu": ref["per_model_cpu_s"] / ours["per_model_cpu_s"],
+            "lds_ours": ours["lds_t"], "lds_traker": ref["lds_t"], "lds_ours_t1": ours["lds_t1"],
+            "lds_traker_t1": ref["lds_t1"], "corr_with_traker": corr[ours_name],
+            "peak_mem_mb_ours": ours["peak_mb"], "peak_mem_mb_traker": ref["peak_mb"], "variants": variants}
 
 
 def downstream(args: argparse.Namespace, workdir: Path) -> dict:
@@ -302,7 +309,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/d3m_bench_attribution"))
-    parser.add_argument("--scale", type=float, default=None, help="generated data at this scale (default: the sample)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="generated data at this scale, 1 = 3000 train (default: the built-in sample)")
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     parser.add_argument("--models", type=int, default=5, help="ensemble members T")
     parser.add_argument("--proj-dim", type=int, default=TrakConfig().proj_dim)
@@ -312,7 +320,8 @@ def main() -> None:
                         help="'ours' in the JSON summary: the TrakConfig default if run, else the first")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: T=2, 8 LDS models, {QUICK}")
     parser.add_argument("--downstream", action="store_true")
-    parser.add_argument("--scaling", type=int, nargs="*", default=None, help="train sizes, e.g. 5000 20000 80000 160000")
+    parser.add_argument("--scaling", type=int, nargs="*", default=None,
+                        help="train sizes, e.g. 5000 20000 80000 160000")
     parser.add_argument("--targets", type=int, default=1000, help="val targets in --scaling")
     args = parser.parse_args()
     if args.worker:
