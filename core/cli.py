@@ -29,7 +29,7 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
     return analysis_config(args.data, args.group_attribute, image_size=args.image_size, arch=args.arch,
                            weights=args.weights, epochs=args.epochs, seed=args.seed, device=args.device,
                            n_models=args.models, proj_dim=args.proj_dim, projector=args.projector,
-                           scope=args.scope)
+                           scope=args.scope, proxy_width=args.proxy_width)
 
 
 def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--proj-dim", type=int, default=t.proj_dim)
         p.add_argument("--projector", default=t.projector, choices=list(FEATURIZERS))
         p.add_argument("--scope", default=t.scope, help="gradient scope: all | last | last:N")
+        p.add_argument("--proxy-width", type=int, default=t.proxy_width,
+                       help="ensemble members at 1/W of the channel width (small_cnn; 1 = same model)")
 
     def method_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--method", default="d3m", choices=method_choices())
