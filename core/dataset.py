@@ -107,6 +107,14 @@ class Dataset:
     def n_groups(self) -> int:
         return len(self.group_names)
 
+    def frame(self, ids: np.ndarray) -> pd.DataFrame:
+        """One row per example id: id, filename, class, group and every attribute."""
+        meta = self.metadata.iloc[ids]
+        return pd.DataFrame({"id": ids, "filename": meta["filename"].to_numpy(),
+                             "class": np.asarray(self.class_names, dtype=object)[self.labels[ids]],
+                             "group": np.asarray(self.group_names, dtype=object)[self.groups[ids]],
+                             **{a: meta[a].astype(str).to_numpy() for a in self.attributes}})
+
     def group_class(self) -> np.ndarray:
         """For each group its class index when all its examples share one class, else -1."""
         out = np.full(self.n_groups, -1, dtype=np.int64)

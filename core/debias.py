@@ -2,7 +2,7 @@
 
 Artifacts of a debias run (beside its config.json):
   model.pt, metrics.json (val/test metrics, n_removed, steps, seconds, method info),
-  removed_ids.npy (example ids = 0-based metadata.csv rows), removed.csv (ids, filenames, labels)
+  removed_ids.npy (example ids = 0-based metadata.csv rows), removed.csv (id, filename, class, group, attributes)
 A removal method's run also gets a random-control run removing as many examples
 (config `control_of` names the run it controls).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pandas as pd
 
 from core import jobs
 from core.analysis import evaluate, load_run_dataset, workdir_of
@@ -58,7 +57,7 @@ def run_debias(run: Run, report: Reporter) -> None:
     removed_ids = ctx.train_idx[result.removed]
     save_checkpoint(run.file("model.pt"), result.model, acfg)
     run.write_array("removed_ids", removed_ids)
-    write_csv_atomic(run.file("removed.csv"), removed_table(data, removed_ids))
+    write_csv_atomic(run.file("removed.csv"), data.frame(removed_ids))
     run.write_json("metrics", {"val": ev["val"], "test": ev["test"], "method": method.name,
                                "title": method.title, "group_info": method.group_info,
                                "n_removed": int(len(removed_ids)), "steps": result.steps,
@@ -69,11 +68,3 @@ def run_debias(run: Run, report: Reporter) -> None:
         child = create_debias_run(store, analysis.id, "random", params, control_of=run.id)
         jobs.run_inline(child, TARGET, report=scaled(report, "random control: "))
 
-
-def removed_table(data, ids: np.ndarray) -> pd.DataFrame:
-    """One row per removed example: id, filename, label, group and attributes."""
-    meta = data.metadata.iloc[ids]
-    return pd.DataFrame({"example_id": ids, "filename": meta["filename"].to_numpy(),
-                         "label": [data.class_names[c] for c in data.labels[ids]],
-                         "group": [data.group_names[g] for g in data.groups[ids]],
-                         **{a: meta[a].to_numpy() for a in data.attributes}})

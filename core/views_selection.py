@@ -60,12 +60,7 @@ def class_extremes(data: Dataset, val_ids: np.ndarray, projection: np.ndarray, a
 
 def train_table(data: Dataset, train_ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     """One row per training example: id, class, group, attributes and its score (A_i)."""
-    meta = data.metadata.iloc[train_ids]
-    return pd.DataFrame({"id": train_ids,
-                         "class": np.asarray(data.class_names, dtype=object)[data.labels[train_ids]],
-                         "group": np.asarray(data.group_names, dtype=object)[data.groups[train_ids]],
-                         **{a: meta[a].astype(str).to_numpy() for a in data.attributes},
-                         "alignment": np.asarray(scores, np.float64)})
+    return data.frame(train_ids).drop(columns="filename").assign(alignment=np.asarray(scores, np.float64))
 
 
 def filter_examples(table: pd.DataFrame, classes: Iterable[str] | None = None,

@@ -59,7 +59,7 @@ def test_d3m_removes_most_negative_and_gets_a_random_control(tiny_analysis):
     assert control is not None and control.read_json("metrics")["n_removed"] == k
     assert set(control.read_array("removed_ids")) <= set(train_ids)
     exported = pd.read_csv(run.file("removed.csv"))
-    assert sorted(exported.example_id) == sorted(removed) and exported.filename.str.startswith("images/").all()
+    assert sorted(exported.id) == sorted(removed) and exported.filename.str.startswith("images/").all()
 
 
 def test_k_sweep_keeps_the_best_validation_wga(tiny_analysis):
