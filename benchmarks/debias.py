@@ -1,6 +1,7 @@
 """Debiasing on the built-in sample with default settings: stage times and WGA over seeds.
 
     python benchmarks/debias.py [--data DIR] [--workdir DIR] [--seeds 0 1 2] [--epochs E] [--models T]
+                                [--scope S] [--projector P]
 
 Prints the time of each stage, TRAK featurization per model as a ratio to one training
 epoch, the whole pipeline's time (analysis + D3M retrain + random control, first seed), and
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from core import jobs
-from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, to_dict
+from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config, to_dict
 from core.debias import TARGET, create_debias_run
 from core.runs import RunStore
 from core.summary import control_of
@@ -54,11 +55,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--models", type=int, default=None)
+    parser.add_argument("--scope", default=None, help="gradient scope (default: TrakConfig's)")
+    parser.add_argument("--projector", default=None, help="projector (default: TrakConfig's)")
     args = parser.parse_args()
-    base = AnalysisConfig()
-    cfg = AnalysisConfig(data=DataConfig(args.data), model=base.model,
-                         train=replace(base.train, epochs=args.epochs or base.train.epochs),
-                         trak=replace(base.trak, n_models=args.models or base.trak.n_models))
+    cfg = analysis_config(args.data, epochs=args.epochs, n_models=args.models, scope=args.scope,
+                          projector=args.projector)
     store = RunStore(args.workdir or tempfile.mkdtemp(prefix="d3m-bench-"))
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}; workdir {store.workdir}")
