@@ -73,7 +73,7 @@ def test_store_keeps_features_and_gram(problem, tmp_path):
 @pytest.mark.parametrize("change", [{"proj_dim": 64}, {"projector": "sparse"}, {"scope": "last"},
                                     {"proxy_width": 2}])
 def test_mismatched_store_is_refused(problem, tmp_path, change):
-    cfg = TrakConfig(proj_dim=32, batch_size=16)
+    cfg = TrakConfig(proj_dim=32, batch_size=16, scope="all")
     run(problem, tmp_path, cfg)
     with pytest.raises(FeatureConfigMismatch, match="another config"):
         run(problem, tmp_path, replace(cfg, **change))
