@@ -43,11 +43,13 @@ from core.dataset import load_dataset
 from core.progress import silent
 
 SAMPLE_TRAIN = 3000  # train examples in the built-in sample at scale 1
-VARIANTS = {  # name: TrakConfig overrides; "traker" is the baseline
-    "factored/all": {}, "factored/last:2": {"scope": "last:2"}, "factored/last": {"scope": "last"},
-    "sparse/all": {"projector": "sparse"}, "sparse/last:2": {"projector": "sparse", "scope": "last:2"},
-    "dense/all": {"projector": "dense"}, "dense/last": {"projector": "dense", "scope": "last"},
-    "factored/all/proxy2": {"proxy_width": 2}, "traker": {"projector": "traker"},
+VARIANTS = {  # name: TrakConfig overrides (each names its projector and scope); "traker" is the baseline
+    "factored/all": {"projector": "factored", "scope": "all"},
+    "factored/last:2": {"projector": "factored", "scope": "last:2"},
+    "factored/last": {"projector": "factored", "scope": "last"},
+    "sparse/all": {"projector": "sparse", "scope": "all"}, "sparse/last:2": {"projector": "sparse", "scope": "last:2"},
+    "dense/all": {"projector": "dense", "scope": "all"}, "dense/last": {"projector": "dense", "scope": "last"},
+    "factored/all/proxy2": {"projector": "factored", "scope": "all", "proxy_width": 2}, "traker": {"projector": "traker"},
     "traker/lambda0": {"projector": "traker", "ridge": 0.0},
 }
 QUICK = ["factored/all", "sparse/all", "dense/all", "traker"]
