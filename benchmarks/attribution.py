@@ -52,7 +52,7 @@ VARIANTS = {  # name: TrakConfig overrides (each names its projector and scope);
     "factored/all/proxy2": {"projector": "factored", "scope": "all", "proxy_width": 2}, "traker": {"projector": "traker"},
     "traker/lambda0": {"projector": "traker", "ridge": 0.0},
 }
-QUICK = ["factored/all", "sparse/all", "dense/all", "traker"]
+QUICK = ["factored/last", "factored/all", "sparse/all", "dense/all", "traker"]
 
 
 def rss_mb() -> float:
