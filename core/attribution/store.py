@@ -47,9 +47,6 @@ class TrainFeatures:
                 rows = min(chunk, self.n - start)
                 yield start, np.fromfile(fh, np.float32, rows * self.k).reshape(rows, self.k)
 
-    def load(self) -> np.ndarray:
-        return np.load(self.path, mmap_mode="r")
-
 
 def load_or_featurize(folder: Path, meta: dict, model: nn.Module, featurizer, images: np.ndarray,
                       idx: np.ndarray, labels: np.ndarray, batch_size: int, chunk_size: int,
