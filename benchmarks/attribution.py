@@ -49,7 +49,9 @@ VARIANTS = {  # name: TrakConfig overrides (each names its projector and scope);
     "factored/last": {"projector": "factored", "scope": "last"},
     "sparse/all": {"projector": "sparse", "scope": "all"}, "sparse/last:2": {"projector": "sparse", "scope": "last:2"},
     "dense/all": {"projector": "dense", "scope": "all"}, "dense/last": {"projector": "dense", "scope": "last"},
-    "factored/all/proxy2": {"projector": "factored", "scope": "all", "proxy_width": 2}, "traker": {"projector": "traker"},
+    "factored/all/proxy2": {"projector": "factored", "scope": "all", "proxy_width": 2},
+    "factored/last/proxy2": {"projector": "factored", "scope": "last", "proxy_width": 2},
+    "factored/last/proxy4": {"projector": "factored", "scope": "last", "proxy_width": 4}, "traker": {"projector": "traker"},
     "traker/lambda0": {"projector": "traker", "ridge": 0.0},
 }
 QUICK = ["factored/last", "factored/all", "sparse/all", "dense/all", "traker"]

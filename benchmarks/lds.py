@@ -31,26 +31,29 @@ from core.training import predict_logits
 
 def subset_margins(data: Dataset, cfg: AnalysisConfig, count: int, seed: int, cache: Path,
                    fraction: float = 0.5, log=print) -> tuple[np.ndarray, np.ndarray]:
-    """(masks (count, n_train) bool, margins (count, n_val)); subset s trains with seed 10_000·seed + s."""
-    key = hashlib.sha1(json.dumps([to_dict(cfg.model), to_dict(cfg.train), cfg.data.root, count, seed,
+    """(masks (count, n_train) bool, margins (count, n_val)); subset s trains with seed 10_000·seed + s.
+
+    Each subset model's margins are cached on their own (the masks' first rows do not depend on
+    `count`), so asking for more subset models later trains only the new ones.
+    """
+    key = hashlib.sha1(json.dumps([to_dict(cfg.model), to_dict(cfg.train), cfg.data.root, seed,
                                    fraction, len(data.idx("train"))]).encode()).hexdigest()[:12]
-    path = Path(cache) / f"lds_{key}.npz"
-    if path.exists():
-        blob = np.load(path)
-        return blob["masks"], blob["margins"]
+    folder = Path(cache) / f"lds_{key}"
+    folder.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = data.idx("train"), data.idx("val")
     masks = subset_masks(len(train_idx), count, fraction, seed)
     y_val = torch.as_tensor(data.labels[val_idx], dtype=torch.int64)
     margins = np.zeros((count, len(val_idx)), np.float32)
     start = time.perf_counter()
     for s, mask in enumerate(masks):
-        model = fit(data, train_idx[mask], cfg, replace(cfg.train, seed=10_000 * seed + s),
-                    torch.device("cpu"), silent).model
-        logits = torch.from_numpy(predict_logits(model, data.images, val_idx, torch.device("cpu")))
-        margins[s] = margin(logits, y_val).numpy()
-        log(f"  LDS subset model {s + 1}/{count} ({time.perf_counter() - start:.0f} s)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, masks=masks, margins=margins)
+        path = folder / f"margins_{s}.npy"
+        if not path.exists():
+            model = fit(data, train_idx[mask], cfg, replace(cfg.train, seed=10_000 * seed + s),
+                        torch.device("cpu"), silent).model
+            logits = torch.from_numpy(predict_logits(model, data.images, val_idx, torch.device("cpu")))
+            np.save(path, margin(logits, y_val).numpy())
+            log(f"  LDS subset model {s + 1}/{count} ({time.perf_counter() - start:.0f} s)")
+        margins[s] = np.load(path)
     return masks, margins
 
 

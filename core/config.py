@@ -29,7 +29,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "small_cnn"  # small_cnn | resnet18
-    width: int = 1  # width multiplier (small_cnn): 1 = full, used for proxy models
+    width: int = 1  # channel-width divisor (small_cnn): 1 = full, 2 = half; used for proxy models
     weights: str | None = None  # local state_dict file; nothing is ever downloaded
 
 
