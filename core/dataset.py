@@ -17,66 +17,30 @@ The table is `metadata.csv` unless `DataConfig.metadata` names another file in t
 folder holding its own metadata.csv in another format, e.g. Waterbirds: see core/layouts.py);
 `root` may also be the table file itself (`.../waterbirds/d3m_metadata.csv`).
 
-Problems are reported as `DatasetIssue`s. Their row numbers are metadata.csv line numbers as a
-spreadsheet shows them: the header is line 1, the first data row line 2.
+Problems are reported as `DatasetIssue`s (core/dataset_errors.py); images are decoded and
+cached by core/images.py.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from core.config import DataConfig
-from core.io import write_npy_atomic
+from core.dataset_errors import DatasetError, DatasetIssue, brief, csv_issue, row_issue
+from core.images import decode_images, load_images
 from core.progress import ReportFn, silent
 
 METADATA = "metadata.csv"
 REQUIRED = ("filename", "label", "split")
 GROUP = "group"
 SPLITS = ("train", "val", "test")
-_CACHE_VERSION = "1"  # bump when image preprocessing changes, so old caches are not reused
-_MAX_LISTED = 20
 _INT = re.compile(r"[+-]?\d+")
-
-
-@dataclass(frozen=True)
-class DatasetIssue:
-    """One problem with a dataset folder.
-
-    `file` is the file at fault (metadata.csv or an image), `row` the metadata.csv line number
-    (header = line 1), `column`/`value` the cell at fault. The message names all of them.
-    """
-
-    message: str
-    file: str
-    row: int | None = None
-    column: str | None = None
-    value: str | None = None
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class DatasetError(ValueError):
-    """Raised by `load_dataset` on invalid data; `issues` holds every problem found."""
-
-    def __init__(self, issues: list[DatasetIssue]):
-        super().__init__(list(issues))  # args stay the issues, so the error pickles
-        self.issues = list(issues)
-
-    def __str__(self) -> str:
-        lines = [f"- {issue}" for issue in self.issues[:_MAX_LISTED]]
-        if len(self.issues) > _MAX_LISTED:
-            lines.append(f"... and {len(self.issues) - _MAX_LISTED} more")
-        return f"the dataset has {len(self.issues)} problem(s):\n" + "\n".join(lines)
 
 
 @dataclass
@@ -144,7 +108,7 @@ def validate_dataset(
     csv = metadata_path(root, metadata)
     df, paths, issues = _inspect(csv, group_attribute)
     if check_images and df is not None:
-        issues += _decode_images(csv, df, paths, None, silent)
+        issues += decode_images(csv, df, paths, None, silent)
     return issues
 
 
@@ -162,7 +126,7 @@ def load_dataset(
     df, paths, issues = _inspect(csv, cfg.group_attribute)
     if issues or df is None:
         raise DatasetError(issues)
-    images = _load_images(csv, df, paths, cfg.image_size, cache_dir, report)
+    images = load_images(csv, df, paths, cfg.image_size, cache_dir, report)
     df = df.reset_index(drop=True)
     labels, class_names = _index(df["label"])
     groups, group_names = _groups(df, labels, class_names, cfg.group_attribute)
@@ -201,22 +165,22 @@ def _inspect(
 
 def _read_csv(csv: Path) -> tuple[pd.DataFrame | None, list[DatasetIssue]]:
     if not csv.is_file():
-        return None, [_csv_issue(csv, " does not exist: the dataset folder needs one")]
+        return None, [csv_issue(csv, " does not exist: the dataset folder needs one")]
     try:
         # Blank lines are kept while reading so that row positions give true line numbers.
         df = pd.read_csv(
             csv, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig"
         )
     except pd.errors.EmptyDataError:
-        return None, [_csv_issue(csv, " is empty")]
+        return None, [csv_issue(csv, " is empty")]
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        return None, [_csv_issue(csv, f" cannot be read as CSV: {_brief(exc)}")]
+        return None, [csv_issue(csv, f" cannot be read as CSV: {brief(exc)}")]
     df.columns = [str(c).strip() for c in df.columns]
     df = df.fillna("").apply(lambda col: col.str.strip())
     df.index += 2  # header is line 1
     df = df[~(df == "").all(axis=1)]
     if df.empty:
-        return None, [_csv_issue(csv, " has a header but no data rows")]
+        return None, [csv_issue(csv, " has a header but no data rows")]
     return df, []
 
 
@@ -224,7 +188,7 @@ def _check_columns(csv: Path, df: pd.DataFrame, group_attribute: str | None) -> 
     columns = list(df.columns)
     found = f"(its columns are: {', '.join(columns)})"
     issues = [
-        _csv_issue(csv, f" has no '{c}' column {found}", c) for c in REQUIRED if c not in columns
+        csv_issue(csv, f" has no '{c}' column {found}", c) for c in REQUIRED if c not in columns
     ]
     attributes = _attributes(columns)
     if group_attribute is not None and group_attribute not in attributes:
@@ -232,7 +196,7 @@ def _check_columns(csv: Path, df: pd.DataFrame, group_attribute: str | None) -> 
             f": group_attribute '{group_attribute}' is not an attribute column "
             f"(attribute columns: {', '.join(attributes) or 'none'})"
         )
-        issues.append(_csv_issue(csv, detail, group_attribute, group_attribute))
+        issues.append(csv_issue(csv, detail, group_attribute, group_attribute))
     return issues
 
 
@@ -242,10 +206,10 @@ def _check_cells(csv: Path, df: pd.DataFrame) -> list[DatasetIssue]:
     for column in ("filename", "label", GROUP):
         if column in df.columns:
             for line in df.index[df[column] == ""]:
-                issues.append(_row_issue(csv, line, column, "", "the cell is empty"))
+                issues.append(row_issue(csv, line, column, "", "the cell is empty"))
     for line, value in df["split"][~df["split"].isin(SPLITS)].items():
         detail = f"unknown split '{value}' (expected train, val or test)"
-        issues.append(_row_issue(csv, line, "split", value, detail))
+        issues.append(row_issue(csv, line, "split", value, detail))
     return issues
 
 
@@ -261,13 +225,13 @@ def _resolve_files(csv: Path, df: pd.DataFrame) -> tuple[list[Path | None], list
         if not name:
             continue  # reported by _check_cells
         if problem := _unsafe_path(name, base):
-            issues.append(_row_issue(csv, line, "filename", name, f"filename '{name}' {problem}"))
+            issues.append(row_issue(csv, line, "filename", name, f"filename '{name}' {problem}"))
         elif key in first_use:
             detail = f"filename '{name}' is already used on line {first_use[key]}"
-            issues.append(_row_issue(csv, line, "filename", name, detail))
+            issues.append(row_issue(csv, line, "filename", name, detail))
         elif not (base / name).is_file():
             detail = f"image file {base / name} does not exist"
-            issues.append(_row_issue(csv, line, "filename", name, detail, file=base / name))
+            issues.append(row_issue(csv, line, "filename", name, detail, file=base / name))
         else:
             paths[-1] = base / name
         first_use.setdefault(key, line)
@@ -295,7 +259,7 @@ def _check_coverage(
         for s in ("train", "val"):
             if (c, s) not in present:
                 detail = f": class '{c}' (column 'label') has no examples in the '{s}' split"
-                issues.append(_csv_issue(csv, detail, "label", c))
+                issues.append(csv_issue(csv, detail, "label", c))
     column = _group_column(df.columns, group_attribute)
     if column is None:
         return issues  # groups are the classes, checked above
@@ -304,26 +268,8 @@ def _check_coverage(
     groups, names = _groups(df, labels, class_names, group_attribute)
     for g in sorted(set(range(len(names))) - set(groups[(df["split"] == "val").to_numpy()])):
         detail = f": group '{names[g]}' (column '{column}') has no examples in the 'val' split"
-        issues.append(_csv_issue(csv, detail, column, names[g]))
+        issues.append(csv_issue(csv, detail, column, names[g]))
     return issues
-
-
-def _csv_issue(
-    csv: Path, detail: str, column: str | None = None, value: str | None = None
-) -> DatasetIssue:
-    return DatasetIssue(f"{csv}{detail}", str(csv), None, column, value)
-
-
-def _row_issue(
-    csv: Path, line: int, column: str, value: str, detail: str, file: Path | None = None
-) -> DatasetIssue:
-    message = f"{csv}, line {line}, column '{column}': {detail}"
-    return DatasetIssue(message, str(file or csv), int(line), column, value)
-
-
-def _brief(exc: BaseException, limit: int = 160) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _attributes(columns: Iterable[str]) -> list[str]:
@@ -370,78 +316,3 @@ def _groups(
     return groups.reshape(-1).astype(np.int64), names
 
 
-def _load_images(
-    csv: Path,
-    df: pd.DataFrame,
-    paths: list[Path | None],
-    size: int,
-    cache_dir: Path | None,
-    report: ReportFn,
-) -> np.ndarray:
-    cache = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"images-{_cache_key(csv, paths, size)}.npy"
-        if cache.is_file():
-            report("loading images", len(paths), len(paths))
-            return np.load(cache, mmap_mode="r")
-    images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    issues = _decode_images(csv, df, paths, size, report, out=images)
-    if issues:
-        raise DatasetError(issues)
-    if cache is not None:
-        write_npy_atomic(cache, images)
-    return images
-
-
-def _cache_key(csv: Path, paths: list[Path | None], size: int) -> str:
-    digest = hashlib.sha256(f"{_CACHE_VERSION}|{size}|".encode())
-    digest.update(csv.read_bytes())
-    for path in paths:
-        stat = Path(path).stat()  # every path is set once validation passed
-        digest.update(f"|{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:24]
-
-
-def _read_image(path: Path, size: int | None) -> np.ndarray:
-    """Decode fully as RGB, resized (bilinear) to size x size unless size is None."""
-    with Image.open(path) as im:
-        rgb = im.convert("RGB")
-    if size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def _decode_images(
-    csv: Path,
-    df: pd.DataFrame,
-    paths: list[Path | None],
-    size: int | None,
-    report: ReportFn,
-    out: np.ndarray | None = None,
-) -> list[DatasetIssue]:
-    """Decode every image on threads (PIL releases the GIL), into `out` when given.
-
-    Returns an issue per image PIL cannot read; reports progress about every 1%.
-    """
-    todo = [i for i, path in enumerate(paths) if path is not None]
-    total, step = len(todo), max(1, len(todo) // 100)
-
-    def work(i: int) -> tuple[int, np.ndarray | None, Exception | None]:
-        try:
-            return i, _read_image(paths[i], size), None
-        except Exception as exc:  # PIL decoders raise many exception types on bad files
-            return i, None, exc
-
-    issues = []
-    report("loading images", 0, total)
-    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
-        for done, (i, array, exc) in enumerate(pool.map(work, todo), start=1):
-            if exc is not None:
-                line, name = df.index[i], df["filename"].iat[i]
-                detail = f"image file {paths[i]} cannot be read ({_brief(exc)})"
-                issues.append(_row_issue(csv, line, "filename", name, detail, file=paths[i]))
-            elif out is not None:
-                out[i] = array
-            if done % step == 0 or done == total:
-                report("loading images", done, total)
-    return issues
