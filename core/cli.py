@@ -19,7 +19,7 @@ from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run
 from core.config import DEFAULT_DATA, AnalysisConfig, TrainConfig, TrakConfig, analysis_config, to_dict
 from core.dataset import validate_dataset
 from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
-from core.methods import METHODS
+from core.methods import METHODS, get_method
 from core.runs import Run, RunStore
 from core.summary import pipeline_summary, runs_frame
 
@@ -79,9 +79,10 @@ def follow(run: Run) -> Run:
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
     store = RunStore(args.workdir)
-    analysis = find_or_start_analysis(store, config_from_args(args))
     method = args.method.replace("-", "_")
     params = method_params(args)
+    get_method(method).resolve(params)  # a bad option fails now, not after the analysis
+    analysis = find_or_start_analysis(store, config_from_args(args))
     if method == "random" and args.k is None:
         params["k"] = int((analysis.read_array("alignment") < 0).sum())
     run = follow_debias(store, analysis.id, method, params)
@@ -89,10 +90,18 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
 
 def method_params(args: argparse.Namespace) -> dict:
-    params = {"seed": args.seed, "k": args.k}
+    params = {"seed": args.seed} | ({"k": args.k} if args.k is not None else {})
     if args.k_sweep:
         params["k_sweep"] = [int(k) for k in args.k_sweep.split(",")]
-    return params
+    return params | dict(args.param)
+
+
+def name_value(text: str) -> tuple[str, str]:
+    """'upweight=50' -> ('upweight', '50'); the method converts the value to its option's type."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
 
 
 def follow_debias(store: RunStore, analysis_id: str, method: str, params: dict) -> Run:
@@ -158,6 +167,13 @@ def cmd_import(args: argparse.Namespace) -> None:
     print(f"wrote {path} (no image copied); use it with: d3m pipeline --data {path}")
 
 
+def cmd_methods(args: argparse.Namespace) -> None:
+    for m in METHODS.values():
+        options = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in m.options.items())
+        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info})"
+              + (f"; options: {options}" if options else ""))
+
+
 def method_choices() -> list[str]:
     """Every registered method, spelled with _ or -."""
     return sorted(set(METHODS) | {name.replace("_", "-") for name in METHODS})
@@ -192,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--method", default="d3m", choices=method_choices())
         p.add_argument("--k", type=int, default=None, help="examples to remove (default: all with A_i < 0)")
         p.add_argument("--k-sweep", default=None, help="comma-separated k's: keep the best validation WGA")
+        p.add_argument("--param", type=name_value, action="append", default=[], metavar="NAME=VALUE",
+                       help="a method option, e.g. upweight=50 (jtt), eta=0.1 (groupdro), c_grid=1,0.1 (dfr); "
+                            "`d3m methods` lists them")
 
     p = common(sub.add_parser("pipeline", help="ERM, attribution, selection, retraining and the random control"))
     data_opts(p)
@@ -206,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_debias)
     common(sub.add_parser("runs", help="list runs")).set_defaults(func=cmd_runs)
+    sub.add_parser("methods", help="list the methods and their options (--param NAME=VALUE)").set_defaults(
+        func=cmd_methods)
     for name, func, hlp in (("show", cmd_show, "show a run's config, status and metrics"),
                             ("cancel", cmd_cancel, "cancel a running job")):
         p = common(sub.add_parser(name, help=hlp))

@@ -27,12 +27,13 @@ TARGET = "core.debias:run_debias"
 
 def create_debias_run(store: RunStore, analysis_id: str, method: str, params: dict | None = None,
                       control: bool = True, control_of: str | None = None) -> Run:
-    """A queued debias run (start it with jobs.start(run, TARGET))."""
+    """A queued debias run (start it with jobs.start(run, TARGET)); its config holds every
+    parameter, defaults included. An unknown or malformed parameter raises ValueError here."""
     m = get_method(method)
     analysis = store.get(analysis_id)
     if analysis.status().get("state") != "done":
         raise ValueError(f"analysis {analysis_id} is not finished (state {analysis.status().get('state')})")
-    config = {"analysis": analysis_id, "method": m.name, "params": dict(params or {}),
+    config = {"analysis": analysis_id, "method": m.name, "params": m.resolve(dict(params or {})),
               "control": bool(control and m.removes and m.name != "random"), "control_of": control_of}
     label = f"{m.title}" + (f" (control of {control_of})" if control_of else "")
     return store.create("debias", config, parent=analysis_id, label=label)

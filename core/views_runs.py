@@ -25,7 +25,7 @@ def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[d
             note = ("flag examples on the Alignment page first" if needs == "flagged"
                     else "exclude subpopulations on the Subpopulations page first")
         out.append({"name": m.name, "title": m.title, "group_info": m.group_info, "removes": m.removes,
-                    "needs": needs, "available": size != 0, "note": note})
+                    "needs": needs, "available": size != 0, "note": note, "options": dict(m.options)})
     return out
 
 
@@ -43,9 +43,11 @@ def parse_k_sweep(text: str) -> list[int]:
 
 
 def debias_params(choice: dict, seed: int, k: int | None = None, k_sweep: list[int] | None = None,
-                  flagged: list[int] | None = None, cells: list[dict] | None = None) -> dict:
-    """The params of core.debias.create_debias_run for a method choice (see method_choices)."""
-    params: dict = {"seed": int(seed)}
+                  flagged: list[int] | None = None, cells: list[dict] | None = None,
+                  options: dict | None = None) -> dict:
+    """The params of core.debias.create_debias_run for a method choice (see method_choices);
+    `options` are the method's own settings (checked when the run is created)."""
+    params: dict = {"seed": int(seed), **(options or {})}
     if choice["needs"] == "k":
         if k_sweep and choice["name"] != "random":
             params["k_sweep"] = list(k_sweep)

@@ -60,6 +60,10 @@ def sidebar() -> Ctx:
         analysis = None
         if analyses:
             by_id = {r.id: r for r in analyses}
+            seen = st.session_state.get("_analysis_ids")
+            if seen is not None and analyses[0].id not in seen:  # one finished since: show it
+                st.session_state["analysis_id"] = analyses[0].id
+            st.session_state["_analysis_ids"] = list(by_id)
             chosen = st.selectbox("Analysis", list(by_id), format_func=lambda i: views.analysis_label(by_id[i]),
                                   key="analysis_id", help="Finished analyses of this dataset, newest first.")
             analysis = by_id.get(chosen, analyses[0])

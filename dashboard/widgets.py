@@ -45,3 +45,17 @@ def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, y_title: str,
     fig.update_layout(barmode="overlay", title=title, xaxis_title=x_title, yaxis_title=y_title,
                       legend_title=legend, bargap=0)
     return fig
+
+
+def option_inputs(method: str, options: dict) -> dict:
+    """An input per method option (its default preset); lists are typed comma-separated."""
+    values = {}
+    for name, default in options.items():
+        key = f"option_{method}_{name}"
+        if isinstance(default, list):
+            values[name] = st.text_input(name, ", ".join(f"{v:g}" for v in default), key=key)
+        elif isinstance(default, str):
+            values[name] = st.text_input(name, default, key=key)
+        else:
+            values[name] = st.number_input(name, value=default, key=key, format="%d" if isinstance(default, int) else "%g")
+    return values

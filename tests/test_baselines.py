@@ -116,6 +116,24 @@ def test_rwg_draws_groups_equally(analysis, train_calls):
     check_selection(ctx, result.model, result.info)
 
 
+def test_method_options_are_checked_converted_and_completed(analysis):
+    store, run, _ = analysis
+    assert METHODS["jtt"].resolve({"seed": 1, "upweight": "50"}) == {"seed": 1, "first_epochs": 2, "upweight": 50.0}
+    assert METHODS["dfr"].resolve({"c_grid": "1, 0.1"})["c_grid"] == [1.0, 0.1]
+    assert METHODS["d3m"].resolve({"k": 5}) == {"k": 5, "beta": 1.0}
+    with pytest.raises(ValueError, match=r"jtt has no parameter 'upweigth'; its parameters: first_epochs, lr, seed"):
+        METHODS["jtt"].resolve({"upweigth": 5})
+    with pytest.raises(ValueError, match=r"subg has no parameter 'k'"):
+        METHODS["subg"].resolve({"k": 5})
+    with pytest.raises(ValueError, match=r"groupdro parameter eta='big' is not a number"):
+        METHODS["groupdro"].resolve({"eta": "big"})
+    with pytest.raises(ValueError, match=r"dfr parameter c_grid='1, x' is not a comma-separated list"):
+        create_debias_run(store, run.id, "dfr", {"c_grid": "1, x"})
+    queued = create_debias_run(store, run.id, "groupdro", {"seed": 2, "eta": "0.5"}, control=False)
+    assert queued.config()["params"] == {"seed": 2, "eta": 0.5}  # the config holds every option
+    store.delete(queued.id)
+
+
 def test_jtt_upweights_exactly_the_first_stage_errors(analysis, train_calls):
     _, _, ctx = analysis
     result = METHODS["jtt"].run(ctx, {"seed": 0, "first_epochs": 1, "upweight": 5})
@@ -178,7 +196,8 @@ def test_groupdro_run_records_weights_and_selection(analysis):
 @pytest.mark.parametrize("method", ["subg", "dfr"])
 def test_debias_job_records_method_and_selection(analysis, method):
     store, run, ctx = analysis
-    child = create_debias_run(store, run.id, method, {"seed": 0, "n_draws": 1}, control=False)
+    params = {"seed": 0, "n_draws": 1} if method == "dfr" else {"seed": 0}
+    child = create_debias_run(store, run.id, method, params, control=False)
     jobs.run_inline(child, TARGET)
     metrics = child.read_json("metrics")
     assert metrics["group_info"] == METHODS[method].group_info and metrics["info"]["selected_by"]
@@ -198,7 +217,7 @@ def test_table1_benchmark_reuses_the_analysis_and_its_runs(analysis, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[-1]) == result and set(result) == {"erm", "dfr"}
     wgas = [100 * r.read_json("metrics")["test"]["wga"] for r in store.list("debias")
-            if r.config()["method"] == "dfr" and not r.config()["params"].get("n_draws")]
+            if r.config()["method"] == "dfr" and r.config()["params"]["n_draws"] == 10]
     assert result["dfr"] == pytest.approx(np.mean(wgas), abs=0.01)
     assert any(line.startswith("DFR") or " DFR" in line for line in lines)
     assert main(args) == result and {r.id for r in store.list("debias")} == runs  # nothing rerun

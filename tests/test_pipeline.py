@@ -125,3 +125,16 @@ def test_cli_rejects_invalid_dataset_before_computing(tiny_sample, tmp_path):
     proc = cli("pipeline", "--data", str(bad), "--workdir", str(tmp_path / "wd"), "--epochs", "1", check=False)
     assert proc.returncode != 0 and "line 5" in proc.stderr and "nothing was run" in proc.stderr
     assert not list((tmp_path / "wd").glob("runs/*"))
+
+
+def test_cli_method_options_listed_and_checked_before_computing(tiny_sample, tmp_path):
+    listing = cli("methods").stdout
+    assert "upweight=20.0" in listing and "eta=0.01" in listing and "fraction=0.35" in listing
+    args = ["--data", str(tiny_sample), "--workdir", str(tmp_path), "--epochs", "1", "--method", "jtt"]
+    proc = cli("pipeline", *args, "--param", "upweigth=5", check=False)
+    assert proc.returncode != 0 and "jtt has no parameter 'upweigth'" in proc.stderr and "upweight" in proc.stderr
+    proc = cli("pipeline", *args, "--param", "first_epochs=1.5", check=False)
+    assert proc.returncode != 0 and "first_epochs='1.5' is not a whole number" in proc.stderr
+    proc = cli("pipeline", *args, "--param", "upweight", check=False)
+    assert proc.returncode != 0 and "expected NAME=VALUE" in proc.stderr
+    assert not list(tmp_path.glob("runs/*"))

@@ -1,7 +1,8 @@
 """What every method sees and returns, and the registry that lists them.
 
-A method is one function `run(ctx, params) -> MethodResult` registered under a name with
-the group information it uses (as Table 1 shows it: train/val). Adding a method is adding
+A method is one function `fn(ctx, params) -> MethodResult` registered under a name with
+the group information it uses (as Table 1 shows it: train/val) and its own options with their
+defaults; `Method.run` hands it the params checked and completed. Adding a method is adding
 one module to core/methods/ that calls `register`.
 """
 from __future__ import annotations
@@ -77,22 +78,59 @@ class MethodResult:
     info: dict = field(default_factory=dict)  # what was selected and why (k sweep, epoch, ...)
 
 
+COMMON_PARAMS = ("seed", "lr", "weight_decay")  # every method: its seed and ctx.recipe overrides
+NEEDS_PARAMS = {"seed": (), "k": ("k", "k_sweep"), "flagged": ("ids",), "cells": ("cells",)}
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     title: str
     group_info: str  # "train/val" group labels used, as in Table 1: "no/no", "no/yes", "yes/yes"
-    run: Callable[[MethodContext, dict], MethodResult]
+    fn: Callable[[MethodContext, dict], MethodResult]
     removes: bool = True  # a removal method: its random control removes as many examples
     needs: str = "seed"  # what a user chooses besides the seed: seed | k | flagged | cells
+    options: dict = field(default_factory=dict)  # the method's own settings and their defaults
+
+    def resolve(self, params: dict) -> dict:
+        """`params` checked and completed: an unknown name is an error naming it, each option
+        is converted to its default's type (a comma-separated string to a list of floats), and
+        options not given take their defaults."""
+        allowed = set(COMMON_PARAMS) | set(NEEDS_PARAMS[self.needs]) | set(self.options)
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ValueError(f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
+                             f"its parameters: {', '.join(sorted(allowed))}")
+        return {**self.options, **params, **{k: _convert(self.name, k, v, self.options[k])
+                                             for k, v in params.items() if k in self.options}}
+
+    def run(self, ctx: MethodContext, params: dict) -> MethodResult:
+        return self.fn(ctx, self.resolve(params))
+
+
+_KINDS = {list: "a comma-separated list of numbers", int: "a whole number", float: "a number", str: "text"}
+
+
+def _convert(method: str, name: str, value, default):
+    """`value` as the type of `default` (float, int, str, or a list of floats)."""
+    try:
+        if isinstance(default, list):
+            parts = value.split(",") if isinstance(value, str) else value
+            return [float(v) for v in parts if str(v).strip()]
+        if isinstance(default, int) and not float(value).is_integer():
+            raise ValueError(value)
+        return type(default)(float(value)) if isinstance(default, (int, float)) else str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{method} parameter {name}={value!r} is not {_KINDS[type(default)]}") from None
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, title: str, group_info: str, removes: bool = True, needs: str = "seed"):
+def register(name: str, title: str, group_info: str, removes: bool = True, needs: str = "seed",
+             options: dict | None = None):
     def wrap(fn: Callable[[MethodContext, dict], MethodResult]):
-        METHODS[name] = Method(name, title, group_info, fn, removes, needs)
+        METHODS[name] = Method(name, title, group_info, fn, removes, needs, dict(options or {}))
         return fn
     return wrap
 

@@ -7,23 +7,23 @@ from core.methods.removal import remove_by_score
 from core.training import cross_entropy_np
 
 
-@register("d3m", "D3M", group_info="no/yes", needs="k")
+@register("d3m", "D3M", group_info="no/yes", needs="k", options={"beta": 1.0})
 def d3m(ctx: MethodContext, params: dict) -> MethodResult:
     """Remove the examples whose group alignment (equation 3) is most negative."""
     val_groups = ctx.data.groups[ctx.val_idx]
     losses = selection.group_losses(ctx.erm_val_logits(), ctx.data.labels[ctx.val_idx], val_groups, ctx.data.n_groups)
-    align = selection.alignment(ctx.scores(), val_groups, losses, float(params.get("beta", 1.0)))
+    align = selection.alignment(ctx.scores(), val_groups, losses, params["beta"])
     return remove_by_score(ctx, params, align, val_groups, ctx.data.group_names)
 
 
-@register("auto_d3m", "Auto-D3M", group_info="no/no", needs="k")
+@register("auto_d3m", "Auto-D3M", group_info="no/no", needs="k", options={"beta": 1.0, "fraction": 0.35})
 def auto_d3m(ctx: MethodContext, params: dict) -> MethodResult:
     """D3M on pseudo-groups from the top principal component of each class's attributions;
     the k sweep (if any) is judged on the pseudo-groups too: no group labels anywhere."""
     y_val = ctx.data.labels[ctx.val_idx]
     logits = ctx.erm_val_logits()
     pg = selection.pseudo_groups(ctx.scores(), y_val, cross_entropy_np(logits, y_val), ctx.data.class_names,
-                                 float(params.get("fraction", 0.35)))
+                                 params["fraction"])
     losses = selection.group_losses(logits, y_val, pg.groups, len(pg.names))
-    align = selection.alignment(ctx.scores(), pg.groups, losses, float(params.get("beta", 1.0)))
+    align = selection.alignment(ctx.scores(), pg.groups, losses, params["beta"])
     return remove_by_score(ctx, params, align, pg.groups, pg.names)

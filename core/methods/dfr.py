@@ -87,13 +87,14 @@ def wga(x: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], w: n
     return group_metrics((x @ w.T + b).argmax(1), y, groups, names)["wga"]
 
 
-@register("dfr", "DFR (last-layer retraining)", group_info="no/yes", removes=False)
+@register("dfr", "DFR (last-layer retraining)", group_info="no/yes", removes=False,
+          options={"penalty": "l1", "c_grid": list(C_GRID), "n_draws": 10})
 def dfr(ctx: MethodContext, params: dict) -> MethodResult:
-    penalty = str(params.get("penalty", "l1"))
+    penalty, grid, n_draws = params["penalty"], params["c_grid"], params["n_draws"]
     if penalty not in ("l1", "l2"):
         raise ValueError(f"DFR penalty must be 'l1' or 'l2', got {penalty!r}")
-    grid = [float(c) for c in params.get("c_grid") or C_GRID]
-    n_draws = int(params.get("n_draws", 10))
+    if not grid or n_draws < 1:
+        raise ValueError(f"DFR needs at least one C in c_grid and n_draws >= 1 (got {grid}, {n_draws})")
     rng = np.random.default_rng(30_000 + int(params.get("seed", ctx.cfg.train.seed)))
     model = load_checkpoint(ctx.analysis.file("erm/model.pt"), ctx.device)
     data, val = ctx.data, ctx.val_idx

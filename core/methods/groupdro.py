@@ -42,9 +42,9 @@ class GroupDROLoss:
         return (self.q.to(logits.device, logits.dtype) * group_loss).sum()
 
 
-@register("groupdro", "GroupDRO", group_info="yes/yes", removes=False)
+@register("groupdro", "GroupDRO", group_info="yes/yes", removes=False, options={"eta": 0.01})
 def groupdro(ctx: MethodContext, params: dict) -> MethodResult:
-    loss = GroupDROLoss(ctx.data.groups, ctx.data.n_groups, float(params.get("eta", 0.01)))
+    loss = GroupDROLoss(ctx.data.groups, ctx.data.n_groups, params["eta"])
     model, steps, info = fit_selected(ctx, ctx.train_idx, params, "GroupDRO: ", loss_fn=loss)
     info.update(eta=loss.eta, n_reweighted=int(len(ctx.train_idx)),
                 final_group_weights=dict(zip(ctx.data.group_names, loss.q.tolist())))

@@ -33,9 +33,10 @@ def upsample_probs(errors: np.ndarray, upweight: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-@register("jtt", "JTT (Just Train Twice)", group_info="no/yes", removes=False)
+@register("jtt", "JTT (Just Train Twice)", group_info="no/yes", removes=False,
+          options={"first_epochs": 2, "upweight": 20.0})
 def jtt(ctx: MethodContext, params: dict) -> MethodResult:
-    first_epochs, upweight = int(params.get("first_epochs", 2)), float(params.get("upweight", 20.0))
+    first_epochs, upweight = params["first_epochs"], params["upweight"]
     if first_epochs < 1 or upweight < 1:
         raise ValueError(f"JTT needs first_epochs >= 1 and upweight >= 1 (got {first_epochs}, {upweight})")
     idx = ctx.train_idx

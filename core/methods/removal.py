@@ -5,8 +5,6 @@ for the same epochs would mean fewer steps and an undertrained model (shared/not
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from core.analysis import Trained, fit
@@ -20,10 +18,7 @@ def retrain_without(ctx: MethodContext, removed: np.ndarray, params: dict, prefi
     keep = np.setdiff1d(np.arange(len(ctx.train_idx)), removed)
     if len(keep) == 0:
         raise ValueError("every training example would be removed: choose a smaller k")
-    cfg = ctx.recipe(params)
-    if not params.get("keep_steps", True):
-        cfg = replace(cfg, steps=None)
-    return fit(ctx.data, ctx.train_idx[keep], ctx.cfg, cfg, ctx.device, scaled(ctx.report, prefix + "retrained model: "))
+    return fit(ctx.data, ctx.train_idx[keep], ctx.cfg, ctx.recipe(params), ctx.device, scaled(ctx.report, prefix + "retrained model: "))
 
 
 def remove_by_score(ctx: MethodContext, params: dict, align: np.ndarray, sel_groups: np.ndarray,

@@ -6,7 +6,7 @@ from core import jobs, views, views_runs as vr, views_selection as vs
 from core.debias import TARGET, create_debias_run
 from core.methods import METHODS
 from core.summary import pipeline_summary
-from dashboard import context, jobs_panel
+from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
 st.title("Debias")
@@ -52,15 +52,25 @@ elif choice["needs"] == "cells":
                + "; ".join(vs.cell_key(c) for c in cells))
 if name == "auto_d3m":
     st.caption("Pseudo-groups: " + "; ".join(vs.pseudo_group_names(analysis)))
+options = {}
+if choice["options"]:
+    with st.expander(f"{choice['title']} settings (defaults preset)"):
+        options = widgets.option_inputs(name, choice["options"])
 seeds = st.columns([3, 2])[0].multiselect("Seeds (one run each)", list(range(10)), default=[0], key="debias_seeds")
 control = st.checkbox("Also train a random control (removes as many random examples)", value=True,
                       key="debias_control", disabled=not choice["removes"] or name == "random")
 if not choice["available"]:
     st.warning(f"{choice['title']}: {choice['note']}.")
 if st.button("Retrain", type="primary", disabled=not (choice["available"] and seeds), key="debias_start"):
-    for seed in seeds:
-        params = vr.debias_params(choice, seed, k, k_sweep, flagged, cells)
-        jobs.start(create_debias_run(ctx.store, analysis.id, name, params, control), TARGET)
+    try:
+        runs = [create_debias_run(ctx.store, analysis.id, name,
+                                  vr.debias_params(choice, seed, k, k_sweep, flagged, cells, options), control)
+                for seed in seeds]
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+    for run in runs:
+        jobs.start(run, TARGET)
     st.rerun()
 
 for run in vr.active_runs(ctx.store, analysis.id):

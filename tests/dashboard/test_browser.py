@@ -139,6 +139,8 @@ def test_main_path_in_a_browser(server):
             shot(page, "06-subpopulations")
 
             go(page, "Debias")
+            page.get_by_text("D3M settings (defaults preset)").click()
+            expect(page.get_by_role("spinbutton", name="beta")).to_have_value("1", timeout=30_000)
             slider = page.get_by_role("slider").first
             slider.focus()
             slider.press("Home")

@@ -157,6 +157,23 @@ def test_debias_page_methods_k_and_retrain(monkeypatch, tiny, tiny_copy):
     assert analysis.id == new[0].parent
 
 
+def test_debias_page_method_settings(monkeypatch, tiny, tiny_copy):
+    at = open_app(monkeypatch, tiny.data_root, tiny_copy.workdir, "debias")
+    at.radio(key="debias_method").set_value("dfr").run()
+    assert at.text_input(key="option_dfr_c_grid").value == "1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01"
+    at.text_input(key="option_dfr_c_grid").set_value("1, x").run()
+    at.button(key="debias_start").click().run()
+    assert "dfr parameter c_grid='1, x' is not a comma-separated list of numbers" in at.error[0].value
+    assert not [r for r in tiny_copy.list("debias") if r.config()["method"] == "dfr"]
+    at.text_input(key="option_dfr_c_grid").set_value("1, 0.1").run()
+    at.number_input(key="option_dfr_n_draws").set_value(1).run()
+    at.button(key="debias_start").click().run()
+    (run,) = [r for r in tiny_copy.list("debias") if r.config()["method"] == "dfr"]
+    assert run.config()["params"] == {"seed": 0, "penalty": "l1", "c_grid": [1.0, 0.1], "n_draws": 1}
+    assert jobs.wait(run, timeout=120)["state"] == "done", run.status()
+    assert [row["C"] for row in run.read_json("metrics")["info"]["c_sweep"]] == [1.0, 0.1]
+
+
 def test_compare_page_table_and_delete(monkeypatch, tiny, tiny_copy):
     at = open_app(monkeypatch, tiny.data_root, tiny_copy.workdir, "compare")
     table = at.dataframe[0].value
@@ -181,19 +198,30 @@ def test_failed_analysis_shows_the_error_and_the_log(monkeypatch, tiny, tmp_path
     assert at.button(key="start_analysis")
 
 
-def test_newest_analysis_is_shown_and_another_can_be_chosen(monkeypatch, tiny, tiny_copy):
-    """A second, newer analysis of the dataset (a copy with other ERM metrics) is shown first."""
-    old = tiny_copy.get(tiny.analysis.id)
-    new = create_analysis_run(tiny_copy, analysis_config(tiny.data_root, n_models=2, epochs=2, proj_dim=256))
+def finished_copy(store: RunStore, old, root, test_wga: float, epochs: int):
+    """A newer finished analysis of the same data: a copy of `old` with another test WGA."""
+    new = create_analysis_run(store, analysis_config(root, n_models=2, epochs=epochs, proj_dim=256))
     for item in old.path.iterdir():
         if item.name not in ("run.json", "config.json", "status.json"):
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, new.path / item.name)
     changed = old.read_json("metrics")
-    changed["test"] = dict(changed["test"], wga=0.625)
+    changed["test"] = dict(changed["test"], wga=test_wga)
     new.write_json("metrics", changed)
     new.set_status(state="done")
+    return new
+
+
+def test_newest_analysis_is_shown_and_another_can_be_chosen(monkeypatch, tiny, tiny_copy):
+    """A newer analysis of the dataset is shown first; one finishing later is switched to."""
+    old = tiny_copy.get(tiny.analysis.id)
+    new = finished_copy(tiny_copy, old, tiny.data_root, 0.625, epochs=2)
     at = open_app(monkeypatch, tiny.data_root, tiny_copy.workdir)
     assert at.selectbox(key="analysis_id").options == [views.analysis_label(new), views.analysis_label(old)]
     assert metrics(at)["Test worst-group accuracy"] == "62.5%"
     at.selectbox(key="analysis_id").set_value(old.id).run()
     assert metrics(at)["Test worst-group accuracy"] == pct(old.read_json("metrics")["test"]["wga"])
+    at.run()  # the user's choice stays while nothing new finished
+    assert at.selectbox(key="analysis_id").value == old.id
+    newest = finished_copy(tiny_copy, old, tiny.data_root, 0.375, epochs=3)
+    at.run()
+    assert at.selectbox(key="analysis_id").value == newest.id and metrics(at)["Test worst-group accuracy"] == "37.5%"
