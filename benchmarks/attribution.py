@@ -8,9 +8,9 @@ Trains T ensemble members (random 50% subsets, the analysis job's recipe and see
 computes every member's TRAK scores (val x train) and times featurization + scoring per model
 against one training epoch (a fresh model trained 3 epochs on the full train split in its own
 subprocess, before and after the variants; the unit is the mean of its warm epochs 2-3, the
-first paying one-off warm-up; wall and CPU time both reported, as the CPU may be shared). traker 0.3.2 runs TRAKer with its CPU default (BasicProjector,
-dense normal projection; float32) on the same checkpoints and projection dimension, with our
-ridge (see traker_scores; "traker/lambda0" keeps its default 0).
+first paying one-off warm-up; wall and CPU time both reported, as the CPU may be shared).
+traker 0.3.2 runs TRAKer with its CPU default (BasicProjector, dense normal projection;
+float32) on the same checkpoints and projection dimension, with our ridge (see traker_scores; "traker/lambda0" keeps its default 0).
 Fidelity: LDS against N models trained on held-out random 50% subsets (benchmarks/lds.py),
 at T = 1 and T = all members; Pearson correlation of the T-averaged scores with traker's.
 --downstream: a full analysis + D3M retrain per variant (run store), test WGA.
