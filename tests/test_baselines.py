@@ -121,6 +121,7 @@ def test_method_options_are_checked_converted_and_completed(analysis):
     assert METHODS["jtt"].resolve({"seed": 1, "upweight": "50"}) == {"seed": 1, "first_epochs": 2, "upweight": 50.0}
     assert METHODS["dfr"].resolve({"c_grid": "1, 0.1"})["c_grid"] == [1.0, 0.1]
     assert METHODS["d3m"].resolve({"k": 5}) == {"k": 5, "beta": 1.0}
+    assert METHODS["erm"].resolve({"seed": "3", "lr": "1e-3"}) == {"seed": 3, "lr": 0.001}
     with pytest.raises(ValueError, match=r"jtt has no parameter 'upweigth'; its parameters: first_epochs, lr, seed"):
         METHODS["jtt"].resolve({"upweigth": 5})
     with pytest.raises(ValueError, match=r"subg has no parameter 'k'"):

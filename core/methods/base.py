@@ -78,7 +78,7 @@ class MethodResult:
     info: dict = field(default_factory=dict)  # what was selected and why (k sweep, epoch, ...)
 
 
-COMMON_PARAMS = ("seed", "lr", "weight_decay")  # every method: its seed and ctx.recipe overrides
+COMMON_PARAMS = {"seed": 0, "lr": 0.0, "weight_decay": 0.0}  # every method: seed, recipe overrides (type only)
 NEEDS_PARAMS = {"seed": (), "k": ("k", "k_sweep"), "flagged": ("ids",), "cells": ("cells",)}
 
 
@@ -101,8 +101,9 @@ class Method:
         if unknown:
             raise ValueError(f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
                              f"its parameters: {', '.join(sorted(allowed))}")
-        return {**self.options, **params, **{k: _convert(self.name, k, v, self.options[k])
-                                             for k, v in params.items() if k in self.options}}
+        types = {**COMMON_PARAMS, **self.options}
+        return {**self.options, **params, **{k: _convert(self.name, k, v, types[k])
+                                             for k, v in params.items() if k in types and v is not None}}
 
     def run(self, ctx: MethodContext, params: dict) -> MethodResult:
         return self.fn(ctx, self.resolve(params))
