@@ -1,6 +1,6 @@
 """Shared by every removal method: drop training examples, retrain with the ERM recipe.
 
-The retrained model keeps the ERM run's optimizer-step budget by default: fewer examples
+The retrained model keeps the ERM run's optimizer-step budget: fewer examples
 for the same epochs would mean fewer steps and an undertrained model (shared/notes/d3m.md).
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ def retrain_without(ctx: MethodContext, removed: np.ndarray, params: dict, prefi
     keep = np.setdiff1d(np.arange(len(ctx.train_idx)), removed)
     if len(keep) == 0:
         raise ValueError("every training example would be removed: choose a smaller k")
-    return fit(ctx.data, ctx.train_idx[keep], ctx.cfg, ctx.recipe(params), ctx.device, scaled(ctx.report, prefix + "retrained model: "))
+    return fit(ctx.data, ctx.train_idx[keep], ctx.cfg, ctx.recipe(params), ctx.device,
+               scaled(ctx.report, prefix + "retrained model: "))
 
 
 def remove_by_score(ctx: MethodContext, params: dict, align: np.ndarray, sel_groups: np.ndarray,
