@@ -46,6 +46,7 @@ SAMPLE_TRAIN = 3000  # train examples in the built-in sample at scale 1
 VARIANTS = {  # name: TrakConfig overrides (each names its projector and scope); "traker" is the baseline
     "factored/all": {"projector": "factored", "scope": "all"},
     "factored/last:2": {"projector": "factored", "scope": "last:2"},
+    "factored/last:3": {"projector": "factored", "scope": "last:3"},
     "factored/last": {"projector": "factored", "scope": "last"},
     "sparse/all": {"projector": "sparse", "scope": "all"}, "sparse/last:2": {"projector": "sparse", "scope": "last:2"},
     "dense/all": {"projector": "dense", "scope": "all"}, "dense/last": {"projector": "dense", "scope": "last"},
