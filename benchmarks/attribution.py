@@ -10,7 +10,8 @@ against one training epoch (a fresh model trained 3 epochs on the full train spl
 subprocess, before and after the variants; the unit is the mean of its warm epochs 2-3, the
 first paying one-off warm-up; wall and CPU time both reported, as the CPU may be shared).
 traker 0.3.2 runs TRAKer with its CPU default (BasicProjector, dense normal projection;
-float32) on the same checkpoints and projection dimension, with our ridge (see traker_scores; "traker/lambda0" keeps its default 0).
+float32) on the same checkpoints and projection dimension, with our ridge (see traker_scores;
+"traker/lambda0" keeps its default 0).
 Fidelity: LDS against N models trained on held-out random 50% subsets (benchmarks/lds.py),
 at T = 1 and T = all members; Pearson correlation of the T-averaged scores with traker's.
 --downstream: a full analysis + D3M retrain per variant (run store), test WGA.
@@ -52,7 +53,8 @@ VARIANTS = {  # name: TrakConfig overrides (each names its projector and scope);
     "dense/all": {"projector": "dense", "scope": "all"}, "dense/last": {"projector": "dense", "scope": "last"},
     "factored/all/proxy2": {"projector": "factored", "scope": "all", "proxy_width": 2},
     "factored/last/proxy2": {"projector": "factored", "scope": "last", "proxy_width": 2},
-    "factored/last/proxy4": {"projector": "factored", "scope": "last", "proxy_width": 4}, "traker": {"projector": "traker"},
+    "factored/last/proxy4": {"projector": "factored", "scope": "last", "proxy_width": 4},
+    "traker": {"projector": "traker"},
     "traker/lambda0": {"projector": "traker", "ridge": 0.0},
 }
 QUICK = ["factored/last", "factored/all", "sparse/all", "dense/all", "traker"]

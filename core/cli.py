@@ -22,6 +22,7 @@ from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
 from core.methods import METHODS, get_method
 from core.runs import Run, RunStore
 from core.summary import pipeline_summary, runs_frame
+from core.views_runs import parse_k_sweep
 
 
 
@@ -92,7 +93,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def method_params(args: argparse.Namespace) -> dict:
     params = {"seed": args.seed} | ({"k": args.k} if args.k is not None else {})
     if args.k_sweep:
-        params["k_sweep"] = [int(k) for k in args.k_sweep.split(",")]
+        params["k_sweep"] = parse_k_sweep(args.k_sweep)
     return params | dict(args.param)
 
 

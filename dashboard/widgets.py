@@ -57,5 +57,6 @@ def option_inputs(method: str, options: dict) -> dict:
         elif isinstance(default, str):
             values[name] = st.text_input(name, default, key=key)
         else:
-            values[name] = st.number_input(name, value=default, key=key, format="%d" if isinstance(default, int) else "%g")
+            fmt = "%d" if isinstance(default, int) else "%g"
+            values[name] = st.number_input(name, value=default, key=key, format=fmt)
     return values

@@ -137,4 +137,6 @@ def test_cli_method_options_listed_and_checked_before_computing(tiny_sample, tmp
     assert proc.returncode != 0 and "first_epochs='1.5' is not a whole number" in proc.stderr
     proc = cli("pipeline", *args, "--param", "upweight", check=False)
     assert proc.returncode != 0 and "expected NAME=VALUE" in proc.stderr
+    proc = cli("pipeline", *args[:-2], "--k-sweep", "10,x", check=False)
+    assert proc.returncode != 0 and "k sweep: 'x' is not a whole number" in proc.stderr
     assert not list(tmp_path.glob("runs/*"))
