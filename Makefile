@@ -29,4 +29,4 @@ test: $(STAMP) browser
 	CUDA_VISIBLE_DEVICES= $(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) benchmarks/debias.py
+	$(PY) -m benchmarks.debias

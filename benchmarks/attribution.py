@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks.lds import subset_margins
-from core.analysis import fit
+from core.training import fit
 from core.attribution.lds import lds
 from core.attribution.trak import model_scores, proxy_model_config
 from core.checkpoints import load_checkpoint, save_checkpoint
@@ -277,18 +277,16 @@ def summarize(results: dict, epoch: dict, args: argparse.Namespace) -> dict:
 
 def downstream(args: argparse.Namespace, workdir: Path) -> dict:
     """Test WGA of D3M on the sample with each of our variants (analysis + D3M retrain, run store)."""
-    from core import jobs
-    from core.debias import TARGET, create_debias_run
+    from core.analysis import start_analysis
+    from core.debias import start_debias
     from core.runs import RunStore
 
     store = RunStore(workdir / "store")
     cfg = base_config(args, data_root(args.scale, workdir))
     out = {}
     for name in [v for v in args.variants if v != "traker"]:
-        run = store.create("analysis", to_dict(replace(cfg, trak=replace(cfg.trak, **VARIANTS[name]))), label=name)
-        jobs.run_inline(run, "core.analysis:run_analysis")
-        debias = create_debias_run(store, run.id, "d3m", {"seed": cfg.train.seed}, control=False)
-        jobs.run_inline(debias, TARGET)
+        run = start_analysis(store, replace(cfg, trak=replace(cfg.trak, **VARIANTS[name])), reuse=False, inline=True)
+        debias = start_debias(store, run.id, "d3m", {"seed": cfg.train.seed}, control=False, inline=True)
         out[name] = {"erm_test_wga": run.read_json("metrics")["test"]["wga"],
                      "d3m_test_wga": debias.read_json("metrics")["test"]["wga"]}
         print(f"  downstream {name:20s} ERM test WGA {out[name]['erm_test_wga']:.3f} -> "

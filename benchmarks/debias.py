@@ -1,6 +1,6 @@
 """Debiasing on the built-in sample with default settings: stage times and WGA over seeds.
 
-    python benchmarks/debias.py [--data DIR] [--workdir DIR] [--seeds 0 1 2] [--epochs E] [--models T]
+    python -m benchmarks.debias [--data DIR] [--workdir DIR] [--seeds 0 1 2] [--epochs E] [--models T]
                                 [--scope S] [--projector P]
 
 Prints the time of each stage, TRAK featurization per model as a ratio to one training
@@ -21,9 +21,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from core import jobs
-from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config, to_dict
-from core.debias import TARGET, create_debias_run
+from core.analysis import start_analysis
+from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config
+from core.debias import start_debias
 from core.runs import RunStore
 from core.summary import control_of
 
@@ -31,15 +31,13 @@ from core.summary import control_of
 def one_seed(store: RunStore, cfg: AnalysisConfig, seed: int) -> dict:
     cfg = replace(cfg, train=replace(cfg.train, seed=seed))
     start = time.perf_counter()
-    analysis = store.create("analysis", to_dict(cfg))
-    jobs.run_inline(analysis, "core.analysis:run_analysis")
+    analysis = start_analysis(store, cfg, reuse=False, inline=True)
     t_analysis = time.perf_counter() - start
     out = {"erm": analysis.read_json("metrics")["test"]["wga"], "timings": analysis.read_json("metrics")["timings"],
            "epoch_seconds": analysis.read_json("metrics")["epoch_seconds"]}
     for method in ("d3m", "auto_d3m"):
         t0 = time.perf_counter()
-        run = create_debias_run(store, analysis.id, method, {"seed": seed}, control=(method == "d3m"))
-        jobs.run_inline(run, TARGET)
+        run = start_debias(store, analysis.id, method, {"seed": seed}, control=(method == "d3m"), inline=True)
         out[method] = run.read_json("metrics")["test"]["wga"]
         out[f"{method}_removed"] = run.read_json("metrics")["n_removed"]
         if method == "d3m":

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.analysis import fit
+from core.training import fit
 from core.attribution.gradients import margin
 from core.attribution.lds import lds, subset_masks
 from core.config import AnalysisConfig, DataConfig, TrainConfig, from_dict, to_dict

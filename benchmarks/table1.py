@@ -22,10 +22,9 @@ import sys
 
 import pandas as pd
 
-from core import jobs
-from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run
-from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config, to_dict
-from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
+from core.analysis import start_analysis
+from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config
+from core.debias import start_debias
 from core.methods import METHODS
 from core.runs import Run, RunStore
 
@@ -33,24 +32,14 @@ TABLE1 = ("erm", "auto_d3m", "jtt", "dfr", "d3m", "rwg", "subg", "groupdro")
 
 
 def analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
-    run = store.find_done("analysis", to_dict(cfg))
-    if run is None:
-        run = create_analysis_run(store, cfg)
-        print(f"analysis {run.id} ...", file=sys.stderr)
-        jobs.run_inline(run, ANALYSIS_TARGET)
-    return run
+    print("analysis ...", file=sys.stderr)
+    return start_analysis(store, cfg, inline=True)
 
 
 def debias_run(store: RunStore, analysis: Run, method: str, seed: int) -> Run:
     """A finished (reused or new) debias run of `method` with params {"seed": seed}, no control."""
-    queued = create_debias_run(store, analysis.id, method, {"seed": seed}, control=False)
-    reuse = store.find_done("debias", queued.config(), parent=analysis.id)
-    if reuse is not None:
-        store.delete(queued.id)
-        return reuse
-    print(f"{method} seed {seed}: run {queued.id} ...", file=sys.stderr)
-    jobs.run_inline(queued, DEBIAS_TARGET)
-    return queued
+    print(f"{method} seed {seed} ...", file=sys.stderr)
+    return start_debias(store, analysis.id, method, {"seed": seed}, control=False, reuse=True, inline=True)
 
 
 def record(run: Run) -> dict:
@@ -58,21 +47,47 @@ def record(run: Run) -> dict:
     info = m.get("info") or {}
     return {"method": m["method"], "title": m["title"], "group_info": m["group_info"], "seed": m["seed"],
             "wga": 100 * m["test"]["wga"], "acc": 100 * m["test"]["acc"],
-            "balanced_acc": 100 * m["test"]["balanced_acc"], "removed": m["n_removed"],
+            "balanced_acc": 100 * m["test"]["balanced_acc"],
+            "macro_f1": 100 * m["test"].get("macro_f1", float("nan")), "removed": m["n_removed"],
             "reweighted": info.get("n_reweighted", info.get("n_val_fit", 0))}
 
 
+def try_record(store: RunStore, analysis: Run, method: str, seed: int) -> dict:
+    """record() of the method's run, or a failed record with the error in one line: one
+    failing method must not lose the others' rows."""
+    try:
+        return record(debias_run(store, analysis, method, seed))
+    except Exception as exc:  # noqa: BLE001  (any failure becomes a row)
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        print(f"{method} seed {seed} failed: {reason}", file=sys.stderr)
+        m = METHODS[method]
+        return {"method": method, "title": m.title, "group_info": m.group_info, "seed": seed, "error": reason}
+
+
+METRICS = (("wga", "test WGA"), ("acc", "average acc"), ("balanced_acc", "balanced acc"), ("macro_f1", "macro-F1"))
+
+
 def summarise(records: list[dict]) -> pd.DataFrame:
-    """One row per method (first-seen order): mean ± std over seeds of each metric."""
+    """One row per method (first-seen order): mean ± std over seeds of each metric; a method
+    with a failed seed is a row marked failed with its reason."""
     frame = pd.DataFrame(records)
+    if "error" not in frame:
+        frame["error"] = None
     rows = []
     for method, runs in frame.groupby("method", sort=False):
         row = {"method": runs["title"].iat[0], "group info": runs["group_info"].iat[0], "seeds": len(runs)}
-        for col, name in (("wga", "test WGA"), ("acc", "average acc"), ("balanced_acc", "balanced acc")):
+        failed = runs["error"].dropna()
+        if len(failed):
+            row.update({name: "failed" for _, name in METRICS}, removed=None, reweighted=None,
+                       status=f"failed: {failed.iat[0]}", _key=method, _wga=None)
+            rows.append(row)
+            continue
+        for col, name in METRICS:
             std = runs[col].std(ddof=1) if len(runs) > 1 else 0.0
             row[name] = f"{runs[col].mean():.1f} ± {std:.1f}"
         row["removed"] = int(round(runs["removed"].mean()))
         row["reweighted"] = int(round(runs["reweighted"].mean()))
+        row["status"] = "ok"
         row["_key"], row["_wga"] = method, float(runs["wga"].mean())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -96,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """Print and save the table (table1.csv / table1.json in the workdir); the last line is the
+    JSON of mean test WGA per method (null for a failed one). Exit status 1 if a row failed."""
     args = build_parser().parse_args(argv)
     methods = [m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -108,13 +125,16 @@ def main(argv: list[str] | None = None) -> dict:
     store = RunStore(args.workdir)
     analysis = analysis_run(store, cfg)
     seeds = [int(s) for s in args.seeds.split(",")]
-    table = summarise([record(debias_run(store, analysis, m, s)) for m in methods for s in seeds])
+    table = summarise([try_record(store, analysis, m, s) for m in methods for s in seeds])
+    shown = table.drop(columns=["_key", "_wga"])
+    shown.to_csv(store.workdir / "table1.csv", index=False)
+    (store.workdir / "table1.json").write_text(json.dumps(shown.to_dict(orient="records"), indent=1))
     print(f"Table 1 protocol on {cfg.data.root} (analysis {analysis.id}; test split, %, mean ± std over seeds)")
-    print(table.drop(columns=["_key", "_wga"]).to_string(index=False))
-    result = dict(zip(table["_key"], table["_wga"].round(2)))
+    print(shown.to_string(index=False))
+    result = {k: (None if w is None or w != w else round(w, 2)) for k, w in zip(table["_key"], table["_wga"])}
     print(json.dumps(result))
-    return result
+    return int((table["status"] != "ok").any())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from core import selection
+from core import jobs, selection
 from core.attribution.trak import model_scores, proxy_model_config
 from core.checkpoints import save_checkpoint
-from core.config import AnalysisConfig, TrainConfig, from_dict, to_dict
+from core.config import AnalysisConfig, from_dict, to_dict
 from core.io import write_csv_atomic
 from core.dataset import Dataset, load_dataset
 from core.metrics import group_metrics
-from core.models import build_model, pick_device
+from core.models import pick_device
 from core.progress import Reporter, scaled
 from core.runs import Run, RunStore
-from core.training import cross_entropy_np, predict_logits, steps_for, train
+from core.training import cross_entropy_np, fit, predict_logits
 
 
 TARGET = "core.analysis:run_analysis"
@@ -39,29 +39,32 @@ def create_analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
     return store.create("analysis", to_dict(cfg), label=f"{Path(cfg.data.root).name}, T={cfg.trak.n_models}")
 
 
+def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, inline: bool = False) -> Run:
+    """The one way to get an analysis for `cfg` (CLI, pages, benchmarks, studies).
+
+    With `reuse`, a finished analysis with exactly this config is returned as it is, and one
+    still running is returned to be followed (a restart or a second click loses nothing and
+    starts nothing twice). Otherwise a new run is created and started: as a background job, or
+    in this process with `inline` (it has finished, or raised, when this returns).
+    """
+    if reuse:
+        found = store.find_done("analysis", to_dict(cfg)) or store.find_active("analysis", to_dict(cfg))
+        if found is not None:
+            return found
+    run = create_analysis_run(store, cfg)
+    if inline:
+        jobs.run_inline(run, TARGET)
+    else:
+        jobs.start(run, TARGET)
+    return run
+
+
 def workdir_of(run: Run) -> Path:
     return run.path.parents[1]
 
 
 def load_run_dataset(cfg: AnalysisConfig, run: Run, report: Reporter) -> Dataset:
     return load_dataset(cfg.data, cache_dir=workdir_of(run) / "cache", report=report)
-
-
-@dataclass
-class Trained:
-    model: torch.nn.Module
-    steps: int
-    seconds: float
-
-
-def fit(data: Dataset, idx: np.ndarray, cfg: AnalysisConfig, train_cfg: TrainConfig,
-        device: torch.device, report: Reporter, **hooks) -> Trained:
-    """A fresh model of the configured architecture trained on examples idx."""
-    torch.manual_seed(train_cfg.seed)
-    model = build_model(cfg.model, data.n_classes, cfg.data.image_size)
-    start = time.perf_counter()
-    steps = train(model, data.images, data.labels, idx, train_cfg, device, report=report, **hooks)
-    return Trained(model, steps, time.perf_counter() - start)
 
 
 def evaluate(model: torch.nn.Module, data: Dataset, device: torch.device) -> dict:

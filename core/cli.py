@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 from core import jobs
 from core.attribution.gradients import FEATURIZERS
-from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run
+from core.analysis import start_analysis
 from core.config import DEFAULT_DATA, AnalysisConfig, TrainConfig, TrakConfig, analysis_config, to_dict
 from core.dataset import validate_dataset
-from core.debias import TARGET as DEBIAS_TARGET, create_debias_run
+from core.debias import start_debias
 from core.methods import METHODS, get_method
 from core.runs import Run, RunStore
 from core.summary import pipeline_summary, runs_frame
@@ -42,12 +42,10 @@ def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
                               metadata=cfg.data.metadata)
     if issues:
         raise SystemExit("\n".join(map(str, issues[:20])) + f"\n{len(issues)} problem(s): nothing was run")
-    run = store.find_done("analysis", to_dict(cfg))
-    if run is not None:
+    run = start_analysis(store, cfg)
+    if run.status().get("state") == "done":
         print(f"reusing analysis {run.id}", file=sys.stderr)
         return run
-    run = create_analysis_run(store, cfg)
-    jobs.start(run, ANALYSIS_TARGET)
     return follow(run)
 
 
@@ -106,9 +104,7 @@ def name_value(text: str) -> tuple[str, str]:
 
 
 def follow_debias(store: RunStore, analysis_id: str, method: str, params: dict) -> Run:
-    run = create_debias_run(store, analysis_id, method, params)
-    jobs.start(run, DEBIAS_TARGET)
-    return follow(run)
+    return follow(start_debias(store, analysis_id, method, params))
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:

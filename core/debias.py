@@ -25,18 +25,45 @@ from core.runs import Run, RunStore
 TARGET = "core.debias:run_debias"
 
 
-def create_debias_run(store: RunStore, analysis_id: str, method: str, params: dict | None = None,
-                      control: bool = True, control_of: str | None = None) -> Run:
-    """A queued debias run (start it with jobs.start(run, TARGET)); its config holds every
-    parameter, defaults included. An unknown or malformed parameter raises ValueError here."""
+def debias_config(store: RunStore, analysis_id: str, method: str, params: dict | None = None,
+                  control: bool = True, control_of: str | None = None) -> dict:
+    """The config of a debias run: every parameter, defaults included. An unknown or malformed
+    parameter, or an analysis that is not finished, raises ValueError here."""
     m = get_method(method)
     analysis = store.get(analysis_id)
     if analysis.status().get("state") != "done":
         raise ValueError(f"analysis {analysis_id} is not finished (state {analysis.status().get('state')})")
-    config = {"analysis": analysis_id, "method": m.name, "params": m.resolve(dict(params or {})),
-              "control": bool(control and m.removes and m.name != "random"), "control_of": control_of}
-    label = f"{m.title}" + (f" (control of {control_of})" if control_of else "")
+    return {"analysis": analysis_id, "method": m.name, "params": m.resolve(dict(params or {})),
+            "control": bool(control and m.removes and m.name != "random"), "control_of": control_of}
+
+
+def create_debias_run(store: RunStore, analysis_id: str, method: str, params: dict | None = None,
+                      control: bool = True, control_of: str | None = None) -> Run:
+    """A queued debias run (start it with jobs.start(run, TARGET))."""
+    config = debias_config(store, analysis_id, method, params, control, control_of)
+    label = f"{get_method(method).title}" + (f" (control of {control_of})" if control_of else "")
     return store.create("debias", config, parent=analysis_id, label=label)
+
+
+def start_debias(store: RunStore, analysis_id: str, method: str, params: dict | None = None, *,
+                 control: bool = True, reuse: bool = False, inline: bool = False) -> Run:
+    """The one way to run a method on an analysis (CLI, pages, benchmarks, studies).
+
+    With `reuse`, a finished run with exactly this config is returned as it is (and one still
+    running, to be followed). Otherwise a new run is created and started as a background job,
+    or in this process with `inline`."""
+    if reuse:
+        config = debias_config(store, analysis_id, method, params, control)
+        found = (store.find_done("debias", config, parent=analysis_id)
+                 or store.find_active("debias", config, parent=analysis_id))
+        if found is not None:
+            return found
+    run = create_debias_run(store, analysis_id, method, params, control)
+    if inline:
+        jobs.run_inline(run, TARGET)
+    else:
+        jobs.start(run, TARGET)
+    return run
 
 
 def run_debias(run: Run, report: Reporter) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
 
 def group_metrics(preds: np.ndarray, labels: np.ndarray, groups: np.ndarray,
@@ -10,7 +10,8 @@ def group_metrics(preds: np.ndarray, labels: np.ndarray, groups: np.ndarray,
     """Metrics of predictions on one split.
 
     Worst-group accuracy is the minimum over the groups present in the split; balanced
-    accuracy is the mean per-class recall (sklearn's balanced_accuracy_score).
+    accuracy is the mean per-class recall (sklearn's balanced_accuracy_score); macro-F1 the
+    unweighted mean over the classes present of each class's F1 (BA-LoRA's metric).
     """
     preds, labels, groups = np.asarray(preds), np.asarray(labels), np.asarray(groups)
     correct = preds == labels
@@ -26,6 +27,8 @@ def group_metrics(preds: np.ndarray, labels: np.ndarray, groups: np.ndarray,
         "wga": per_group[worst] if worst else float("nan"),
         "worst_group": worst,
         "balanced_acc": float(balanced_accuracy_score(labels, preds)) if len(labels) else float("nan"),
+        "macro_f1": float(f1_score(labels, preds, labels=np.unique(labels), average="macro", zero_division=0))
+        if len(labels) else float("nan"),
         "per_group": per_group,
         "group_counts": counts,
     }

@@ -204,6 +204,14 @@ class RunStore:
                 return run
         return None
 
+    def find_active(self, kind: str, config: dict, parent: str | None = None) -> Run | None:
+        """The newest queued or running run of this kind with exactly this config whose job is alive."""
+        for run in reversed(self.list(kind, parent=parent)):
+            status = run.status()
+            if run.config() == config and status.get("state") in ACTIVE_STATES and pid_alive(status.get("pid")):
+                return run
+        return None
+
     def delete(self, run_id: str) -> None:
         """Remove a run folder; refuses while its job may still be writing into it."""
         run = self.get(run_id)

@@ -11,7 +11,8 @@ def headline(metrics: dict) -> dict:
     """The figures a comparison needs from one run's metrics.json."""
     test, val = metrics["test"], metrics["val"]
     return {"test_wga": test["wga"], "test_acc": test["acc"], "test_balanced_acc": test["balanced_acc"],
-            "val_wga": val["wga"], "per_group": test["per_group"]}
+            "test_macro_f1": test.get("macro_f1", float("nan")), "val_wga": val["wga"],
+            "per_group": test["per_group"]}
 
 
 def control_of(store: RunStore, run: Run) -> Run | None:

@@ -7,15 +7,21 @@ losses) and `on_epoch` (e.g. checkpoint selection by validation worst-group accu
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.config import TrainConfig
+from core.config import AnalysisConfig, TrainConfig
+from core.models import build_model
 from core.progress import Reporter, silent
+
+if TYPE_CHECKING:
+    from core.dataset import Dataset
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]
 EpochHook = Callable[[int, nn.Module], None]
@@ -85,6 +91,23 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndar
                 model.train()
     model.eval()
     return steps
+
+
+@dataclass
+class Trained:
+    model: nn.Module
+    steps: int
+    seconds: float
+
+
+def fit(data: "Dataset", idx: np.ndarray, cfg: AnalysisConfig, train_cfg: TrainConfig,
+        device: torch.device, report: Reporter, **hooks) -> Trained:
+    """A fresh model of the configured architecture trained on examples idx (hooks: `train`'s)."""
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(cfg.model, data.n_classes, cfg.data.image_size)
+    start = time.perf_counter()
+    steps = train(model, data.images, data.labels, idx, train_cfg, device, report=report, **hooks)
+    return Trained(model, steps, time.perf_counter() - start)
 
 
 @torch.no_grad()

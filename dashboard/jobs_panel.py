@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs, views
-from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run
+from core.analysis import start_analysis
 from core.config import AnalysisConfig, analysis_config
 from core.runs import Run, RunStore
 from dashboard.context import Ctx
@@ -53,8 +53,7 @@ def analysis_starter(ctx: Ctx, label: str = "Start analysis") -> None:
     if st.button(label, type="primary", key="start_analysis"):
         cfg = analysis_config(ctx.data_root, ctx.group_attribute, n_models=int(n_models), epochs=int(epochs),
                                     image_size=int(image_size), proj_dim=int(proj_dim))
-        run = create_analysis_run(ctx.store, cfg)
-        jobs.start(run, ANALYSIS_TARGET)
+        start_analysis(ctx.store, cfg)
         st.rerun()
 
 

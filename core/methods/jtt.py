@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from core.analysis import fit
+from core.training import fit
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.selection_by_val import fit_selected
 from core.progress import scaled

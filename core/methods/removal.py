@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.analysis import Trained, fit
+from core.training import Trained, fit
 from core.methods.base import MethodContext, MethodResult
 from core.progress import scaled
 from core.selection import most_negative

@@ -2,8 +2,8 @@
 import plotly.express as px
 import streamlit as st
 
-from core import jobs, views, views_runs as vr, views_selection as vs
-from core.debias import TARGET, create_debias_run
+from core import views, views_runs as vr, views_selection as vs
+from core.debias import start_debias
 from core.methods import METHODS
 from core.summary import pipeline_summary
 from dashboard import context, jobs_panel, widgets
@@ -63,14 +63,12 @@ if not choice["available"]:
     st.warning(f"{choice['title']}: {choice['note']}.")
 if st.button("Retrain", type="primary", disabled=not (choice["available"] and seeds), key="debias_start"):
     try:
-        runs = [create_debias_run(ctx.store, analysis.id, name,
-                                  vr.debias_params(choice, seed, k, k_sweep, flagged, cells, options), control)
-                for seed in seeds]
+        for seed in seeds:
+            start_debias(ctx.store, analysis.id, name,
+                         vr.debias_params(choice, seed, k, k_sweep, flagged, cells, options), control=control)
     except ValueError as exc:
         st.error(str(exc))
         st.stop()
-    for run in runs:
-        jobs.start(run, TARGET)
     st.rerun()
 
 for run in vr.active_runs(ctx.store, analysis.id):
