@@ -19,6 +19,12 @@ from core.methods.base import MethodContext, MethodResult, register
 from core.methods.selection_by_val import fit_selected
 
 
+def exponentiated_step(q: torch.Tensor, group_loss: torch.Tensor, eta: float) -> torch.Tensor:
+    """One update of the group weights: q_g ← q_g · exp(η ℓ_g), renormalised to sum to 1."""
+    q = q * torch.exp(eta * group_loss)
+    return q / q.sum()
+
+
 class GroupDROLoss:
     """A train(..., loss_fn=...) holding the online group weights q (float64, on CPU)."""
 
@@ -37,8 +43,7 @@ class GroupDROLoss:
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, batch_ids: np.ndarray) -> torch.Tensor:
         group_loss = self.group_losses(logits, y, batch_ids)
-        self.q = self.q * torch.exp(self.eta * group_loss.detach().double().cpu())
-        self.q = self.q / self.q.sum()
+        self.q = exponentiated_step(self.q, group_loss.detach().double().cpu(), self.eta)
         return (self.q.to(logits.device, logits.dtype) * group_loss).sum()
 
 
