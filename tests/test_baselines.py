@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from core.debias import TARGET, create_debias_run
 from core.methods import METHODS, MethodContext
 from core.methods.dfr import last_linear, split_halves
 from core.methods.groupdro import GroupDROLoss
+from core.methods.jtt import upsample_probs
 from core.methods.rwg import group_balanced_probs
 from core.methods.subg import balanced_subsample
 from core.methods.selection_by_val import EpochSelector, SELECTED_BY
@@ -40,9 +42,9 @@ def analysis(tiny_sample, tmp_path_factory):
     return store, run, ctx
 
 
-@pytest.fixture
-def train_calls(monkeypatch):
-    """Spy on core.training.train (what fit() calls): records (model, kwargs) of each call."""
+@contextmanager
+def recorded_training():
+    """Spy on core.training.train (what fit() calls): yields the (model, kwargs) of each call."""
     calls = []
     real = core.training.train
 
@@ -50,8 +52,15 @@ def train_calls(monkeypatch):
         calls.append((model, kwargs))
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(core.training, "train", spy)
-    return calls
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(core.training, "train", spy)
+        yield calls
+
+
+@pytest.fixture
+def train_calls():
+    with recorded_training() as calls:
+        yield calls
 
 
 def check_selection(ctx: MethodContext, model: nn.Module, info: dict) -> None:
@@ -91,6 +100,34 @@ def test_subg_equalises_group_counts(analysis):
     assert (counts == np.bincount(groups).min()).all() and counts[0] > 0
     assert result.steps == ctx.erm_steps  # same step budget on fewer examples
     check_selection(ctx, result.model, result.info)
+
+
+def check_subg_counts() -> None:
+    """Group sizes 5, 2, 7, 3 (shuffled): two examples of each group are kept, all of the
+    smallest group, each at most once."""
+    groups = np.random.default_rng(0).permutation(np.repeat([0, 1, 2, 3], [5, 2, 7, 3]))
+    keep = balanced_subsample(groups, 4, np.random.default_rng(1))
+    assert np.bincount(groups[keep], minlength=4).tolist() == [2, 2, 2, 2]
+    assert set(np.flatnonzero(groups == 1)) <= set(keep.tolist())
+    assert np.array_equal(keep, np.unique(keep))
+
+
+def check_rwg_probs() -> None:
+    """Groups of sizes 3, 1, 2: each group gets mass 1/3, spread evenly over its members."""
+    probs = group_balanced_probs(np.array([0, 2, 0, 1, 2, 0]))
+    np.testing.assert_allclose(probs, [1 / 9, 1 / 6, 1 / 9, 1 / 3, 1 / 6, 1 / 9])
+
+
+def check_jtt_weights() -> None:
+    """Errors at positions 0 and 3, λ_up = 5: weights 5, 1, 1, 5, 1 over a total of 13."""
+    probs = upsample_probs(np.array([True, False, False, True, False]), 5)
+    np.testing.assert_allclose(probs, np.array([5, 1, 1, 5, 1]) / 13)
+
+
+def test_group_balancing_weights_by_hand():
+    check_subg_counts()
+    check_rwg_probs()
+    check_jtt_weights()
 
 
 def test_subsample_refuses_an_empty_group():
@@ -135,23 +172,26 @@ def test_method_options_are_checked_converted_and_completed(analysis):
     store.delete(queued.id)
 
 
-def test_jtt_upweights_exactly_the_first_stage_errors(analysis, train_calls):
-    _, _, ctx = analysis
-    result = METHODS["jtt"].run(ctx, {"seed": 0, "first_epochs": 1, "upweight": 5})
-    (stage1, kw1), (_, kw2) = train_calls
+def check_jtt_upweights_first_stage_errors(ctx: MethodContext) -> None:
+    """Stage 2 samples the stage-1 model's training errors `upweight` times more often."""
+    with recorded_training() as calls:
+        result = METHODS["jtt"].run(ctx, {"seed": 0, "first_epochs": 1, "upweight": 5})
+    (stage1, kw1), (_, kw2) = calls
     assert kw1.get("sample_probs") is None
     errors = predict_logits(stage1, ctx.data.images, ctx.train_idx, CPU).argmax(1) != ctx.data.labels[ctx.train_idx]
     assert 0 < errors.sum() < len(errors)
-    probs = kw2["sample_probs"]
-    assert np.allclose(probs[errors], 5 * probs[~errors][0]) and np.allclose(probs[~errors], probs[~errors][0])
+    np.testing.assert_allclose(kw2["sample_probs"], np.where(errors, 5.0, 1.0) / (len(errors) + 4 * errors.sum()))
     assert result.info["n_reweighted"] == errors.sum()
     check_selection(ctx, result.model, result.info)
 
 
-def test_dfr_changes_only_the_last_layer(analysis):
-    _, run, ctx = analysis
+def test_jtt_upweights_exactly_the_first_stage_errors(analysis):
+    check_jtt_upweights_first_stage_errors(analysis[2])
+
+
+def check_dfr_changes_only_the_last_layer(ctx: MethodContext) -> None:
     result = METHODS["dfr"].run(ctx, {"seed": 3, "n_draws": 2})
-    erm = load_checkpoint(run.file("erm/model.pt")).state_dict()
+    erm = load_checkpoint(ctx.analysis.file("erm/model.pt")).state_dict()
     new = result.model.state_dict()
     head = {name for name, p in result.model.named_parameters() if any(p is q for q in last_linear(result.model).parameters())}
     assert head == {"classifier.3.weight", "classifier.3.bias"}
@@ -167,6 +207,34 @@ def test_dfr_changes_only_the_last_layer(analysis):
     wga = min(correct[ctx.data.groups[idx] == g].mean() for g in np.unique(ctx.data.groups[idx]))
     assert wga == pytest.approx(info["selected_val_wga"])
     assert result.steps == 0 and info["n_val_fit"] + info["n_val_select"] == len(ctx.val_idx)
+
+
+def test_dfr_changes_only_the_last_layer(analysis):
+    check_dfr_changes_only_the_last_layer(analysis[2])
+
+
+def check_groupdro_two_steps() -> None:
+    """q after two steps against q ∝ q · exp(η ℓ) computed by hand (3 classes, 3 groups; group 2
+    is absent from the first batch, so its ℓ is 0 there)."""
+    groups = np.array([0, 0, 1, 1, 2, 2, 2, 0])
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(scale=2.0, size=(8, 3)), rng.integers(0, 3, size=8)
+    eta = 0.7
+    loss = GroupDROLoss(groups, 3, eta)
+    q = np.full(3, 1 / 3)
+    for batch in (np.array([0, 1, 2]), np.array([3, 4, 5, 7])):
+        log_p = logits[batch] - np.log(np.exp(logits[batch]).sum(1, keepdims=True))
+        ce = -log_p[np.arange(len(batch)), labels[batch]]
+        ell = np.array([ce[groups[batch] == g].mean() if (groups[batch] == g).any() else 0.0 for g in range(3)])
+        q = q * np.exp(eta * ell)
+        q = q / q.sum()
+        total = loss(torch.tensor(logits[batch], dtype=torch.float32), torch.tensor(labels[batch]), batch)
+        np.testing.assert_allclose(loss.q.numpy(), q, rtol=1e-6)
+        assert total.item() == pytest.approx(float(q @ ell), rel=1e-5)
+
+
+def test_groupdro_weights_follow_the_exponentiated_update():
+    check_groupdro_two_steps()
 
 
 def test_groupdro_weights_move_toward_the_worst_group(analysis):
