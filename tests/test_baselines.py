@@ -193,7 +193,8 @@ def check_dfr_changes_only_the_last_layer(ctx: MethodContext) -> None:
     result = METHODS["dfr"].run(ctx, {"seed": 3, "n_draws": 2})
     erm = load_checkpoint(ctx.analysis.file("erm/model.pt")).state_dict()
     new = result.model.state_dict()
-    head = {name for name, p in result.model.named_parameters() if any(p is q for q in last_linear(result.model).parameters())}
+    head_params = list(last_linear(result.model).parameters())
+    head = {name for name, p in result.model.named_parameters() if any(p is q for q in head_params)}
     assert head == {"classifier.3.weight", "classifier.3.bias"}
     assert all(torch.equal(new[k], erm[k]) for k in erm if k not in head)
     assert all(not torch.equal(new[k], erm[k]) for k in head)

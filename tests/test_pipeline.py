@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import logsumexp
 
 from core import jobs
 from core.debias import TARGET, create_debias_run
-from core.runs import RunStore
+from core.runs import Run, RunStore
 from core.summary import control_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,24 +26,75 @@ def debias(analysis, method: str, **params):
     return store, run
 
 
+def val_table(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """Validation labels (class index: sorted names) and group names, read from metadata.csv."""
+    meta = pd.read_csv(Path(run.config()["data"]["root"]) / "metadata.csv").iloc[run.read_array("val_ids")]
+    classes = sorted(meta.label.unique())
+    return meta.label.map(classes.index).to_numpy(), meta.group.to_numpy()
+
+
+def equation_3(scores: np.ndarray, ce: np.ndarray, groups: np.ndarray, beta: float = 1.0) -> np.ndarray:
+    """A_i = Σ_g exp(β ℓ_g) τ(g)_i / Σ_g exp(β ℓ_g), over the groups present."""
+    names = np.unique(groups)
+    ell = np.array([ce[groups == g].mean() for g in names])
+    tau = np.array([scores[groups == g].mean(axis=0) for g in names])
+    w = np.exp(beta * ell)
+    return w @ tau / w.sum()
+
+
+def auto_split(scores: np.ndarray, ce: np.ndarray, labels: np.ndarray, fraction: float = 0.35) -> np.ndarray:
+    """Per class: project the rows on their top principal component (SVD), take the ceil(35%)
+    tail with the higher mean loss as the low side (2c), the rest as 2c + 1."""
+    out = np.zeros(len(labels), np.int64)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        x = scores[rows] - scores[rows].mean(axis=0)
+        proj = x @ np.linalg.svd(x, full_matrices=False)[2][0]
+        n_low = int(np.ceil(fraction * len(rows)))
+        bottom, top = np.argsort(proj)[:n_low], np.argsort(proj)[-n_low:]
+        low = bottom if ce[rows[bottom]].mean() > ce[rows[top]].mean() else top
+        out[rows] = 2 * c + 1
+        out[rows[low]] = 2 * c
+    return out
+
+
+def check_stored_selections(run: Run) -> None:
+    """alignment.npy, auto_groups.npy and auto_alignment.npy recomputed from the stored scores,
+    validation logits and the labels/groups of metadata.csv."""
+    scores = np.asarray(run.read_array("scores"), np.float64)
+    logits = run.read_array("erm_logits_val").astype(np.float64)
+    labels, groups = val_table(run)
+    ce = logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]
+    tol = 1e-5 * np.abs(scores).max()  # the job computes the losses from float32 logits
+    np.testing.assert_allclose(run.read_array("alignment"), equation_3(scores, ce, groups), rtol=1e-5, atol=tol)
+    pseudo = auto_split(scores, ce, labels)
+    np.testing.assert_array_equal(run.read_array("auto_groups"), pseudo)
+    np.testing.assert_allclose(run.read_array("auto_alignment"), equation_3(scores, ce, pseudo), rtol=1e-5, atol=tol)
+
+
 def test_analysis_artifacts(tiny_analysis):
     a = tiny_analysis
     n_train, n_val = len(a.read_array("train_ids")), len(a.read_array("val_ids"))
     assert a.read_array("scores").shape == (n_val, n_train)
-    assert np.isfinite(a.read_array("scores")).all() and np.abs(a.read_array("scores")).sum() > 0
-    assert a.read_array("alignment").shape == (n_train,)
+    check_stored_selections(a)
     metrics = a.read_json("metrics")
     assert set(metrics["test"]) >= {"acc", "wga", "balanced_acc", "per_group"}
     assert metrics["test"]["wga"] <= metrics["test"]["acc"]
-    groups = a.read_array("auto_groups")
-    val_labels = pd.read_csv(Path(a.config()["data"]["root"]) / "metadata.csv").query("split == 'val'").label
-    for c, name in enumerate(sorted(val_labels.unique())):
-        in_class = (val_labels == name).to_numpy()
-        assert (groups[in_class] == 2 * c).sum() == int(np.ceil(0.35 * in_class.sum()))
     table = pd.read_csv(a.file("subpopulations.csv"))
     assert set(table.attribute) == {"place", "size", "colour", "time", "source"}
     assert table["count"].sum() == 5 * n_train
     assert len(list(a.path.glob("ensemble/model_*.pt"))) == 2
+
+
+def check_random_control(store: RunStore, run: Run) -> None:
+    """The run's random control removes as many distinct training examples, chosen at random."""
+    control = control_of(store, run)
+    assert control is not None and control.config()["control_of"] == run.id
+    removed, random_removed = run.read_array("removed_ids"), control.read_array("removed_ids")
+    assert control.read_json("metrics")["n_removed"] == len(random_removed) == len(removed)
+    assert len(np.unique(random_removed)) == len(removed)
+    assert set(random_removed) <= set(store.get(run.config()["analysis"]).read_array("train_ids"))
+    assert set(random_removed) != set(removed)
 
 
 def test_d3m_removes_most_negative_and_gets_a_random_control(tiny_analysis):
@@ -55,9 +107,7 @@ def test_d3m_removes_most_negative_and_gets_a_random_control(tiny_analysis):
     metrics = run.read_json("metrics")
     assert metrics["n_removed"] == k and metrics["steps"] == tiny_analysis.read_json("metrics")["steps"]
     assert metrics["group_info"] == "no/yes" and metrics["info"]["selected_by"].startswith("all negative")
-    control = control_of(store, run)
-    assert control is not None and control.read_json("metrics")["n_removed"] == k
-    assert set(control.read_array("removed_ids")) <= set(train_ids)
+    check_random_control(store, run)
     exported = pd.read_csv(run.file("removed.csv"))
     assert sorted(exported.id) == sorted(removed) and exported.filename.str.startswith("images/").all()
 

@@ -1,0 +1,204 @@
+"""The mutation check: every plausible wrong version of a core formula is caught.
+
+Each mutation replaces the one function the formula lives in (patched wherever it was
+imported, or the method's entry in the registry) by a wrong version, mostly a wrapper that
+calls the real function with one thing changed. Then the property checks that guard the
+formula (the same functions the regular tests call) must raise AssertionError, and must
+actually have called the mutated function. The README's Tests section lists the mutations and
+the tests that catch each; a mutation no test catches is a missing test.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from core.analysis import load_run_dataset, write_selections
+from core.config import AnalysisConfig, from_dict
+from core.methods import METHODS, MethodContext
+from core.progress import silent
+from core.runs import Run, RunStore
+from core.training import to_tensor
+from tests import test_baselines as baselines
+from tests import test_pipeline as pipeline
+from tests import test_selection as sel
+from tests import test_trak_lr as trak_lr
+
+
+@dataclass
+class Env:
+    """What the checks that need an analysis get: a context on the session's tiny analysis."""
+
+    ctx: MethodContext
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def env(tiny_analysis: Run, tmp_path_factory: pytest.TempPathFactory) -> Env:
+    cfg = from_dict(AnalysisConfig, tiny_analysis.config())
+    data = load_run_dataset(cfg, tiny_analysis, silent)
+    return Env(MethodContext(data, tiny_analysis, cfg, torch.device("cpu"), silent),
+               tmp_path_factory.mktemp("mutations"))
+
+
+def rewritten_selections(env: Env) -> Run:
+    """A copy of the analysis whose selections (D3M, Auto-D3M) are written again by the job's
+    own step, `write_selections`, from its stored scores and validation logits."""
+    source = env.ctx.analysis
+    run = RunStore(Path(tempfile.mkdtemp(dir=env.tmp))).create("analysis", source.config())
+    for name in ("scores", "erm_logits_val", "val_ids", "train_ids"):
+        run.write_array(name, np.asarray(source.read_array(name)))
+    write_selections(run, env.ctx.data, run.read_array("scores"), run.read_array("erm_logits_val"))
+    return run
+
+
+def control_of_d3m_with_given_k(env: Env) -> None:
+    store, run = pipeline.debias(env.ctx.analysis, "d3m", k=13)
+    pipeline.check_random_control(store, run)
+
+
+def refit_every_layer(dfr: Callable) -> Callable:
+    """DFR followed by a few full-network gradient steps on validation: every layer refitted."""
+    def wrong(ctx: MethodContext, params: dict):
+        result = dfr(ctx, params)
+        model = result.model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        x, y = to_tensor(ctx.data.images[ctx.val_idx]), torch.as_tensor(ctx.data.labels[ctx.val_idx])
+        for _ in range(3):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        return replace(result, model=model.eval())
+    return wrong
+
+
+def linear_update(q: torch.Tensor, group_loss: torch.Tensor, eta: float) -> torch.Tensor:
+    q = q + eta * group_loss
+    return q / q.sum()
+
+
+def log_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
+
+
+Check = Callable[[Env], None]
+TRAK_EXACT = ("test_trak_lr::test_trak_equals_the_linear_formula",
+              lambda env: trak_lr.check_trak_equals_linear_formula())
+TRAK_LOO = ("test_trak_lr::test_trak_predicts_leave_one_out_and_wrong_formulas_do_not",
+            lambda env: trak_lr.check_trak_predicts_leave_one_out())
+EQ3_HAND = ("test_selection::test_alignment_matches_hand_computed_equation_3",
+            lambda env: sel.check_alignment_hand_case())
+STORED = ("test_pipeline::test_analysis_artifacts (on selections rewritten by the job's step)",
+          lambda env: pipeline.check_stored_selections(rewritten_selections(env)))
+PLANTED = ("test_selection::test_pseudo_groups_recover_a_planted_component",
+           lambda env: sel.check_planted_component(1.0))
+
+
+@dataclass(frozen=True)
+class Mutation:
+    key: str  # the test id
+    name: str
+    where: str  # "module.function", or "method:<name>" for a registered method's function
+    wrong: Callable[[Callable], Callable]  # the real function -> the wrong one
+    catches: tuple[tuple[str, Check], ...]  # (test, its property check)
+
+
+MUTATIONS = [
+    Mutation("trak-no-inverse", "TRAK without (ΦᵀΦ)⁻¹", "core.attribution.scorer.solve",
+             lambda real: lambda chol, targets: np.asarray(targets, np.float64), (TRAK_EXACT, TRAK_LOO)),
+    Mutation("trak-no-residual", "TRAK without (1 - p_i)", "core.attribution.scorer.score_chunks",
+             lambda real: lambda q, chunks, p, out, weight=1.0: real(q, chunks, np.zeros_like(p), out, weight),
+             (TRAK_EXACT, TRAK_LOO)),
+    Mutation("margin-log-p", "margin replaced by log p (the loss)", "core.attribution.gradients.margin",
+             lambda real: log_probability, (TRAK_EXACT,)),
+    Mutation("beta-sign", "β sign flipped in equation 3", "core.selection.alignment",
+             lambda real: lambda scores, groups, losses, beta=1.0: real(scores, groups, losses, -beta),
+             (EQ3_HAND, STORED)),
+    Mutation("plain-mean", "softmax weights replaced by a plain mean", "core.selection.alignment",
+             lambda real: lambda scores, groups, losses, beta=1.0: real(scores, groups, losses, 0.0),
+             (EQ3_HAND, STORED)),
+    Mutation("most-positive", "most positive A_i removed instead of most negative", "core.selection.most_negative",
+             lambda real: lambda align, k: real(-np.asarray(align), k),
+             (("test_selection::test_k_rules", lambda env: sel.check_k_rules()),)),
+    Mutation("split-50", "Auto-D3M split at 50% instead of 35%", "core.selection.pseudo_groups",
+             lambda real: lambda scores, labels, losses, class_names, fraction=0.35: real(scores, labels, losses,
+                                                                                          class_names, 0.5),
+             (PLANTED, STORED)),
+    Mutation("wrong-pole", "lower-performing pole assigned the wrong side", "core.selection.pseudo_groups",
+             lambda real: lambda scores, labels, losses, class_names, fraction=0.35: real(scores, labels, -losses,
+                                                                                          class_names, fraction),
+             (PLANTED, ("test_selection::test_pseudo_groups_recover_a_planted_component[-1.0]",
+                        lambda env: sel.check_planted_component(-1.0)), STORED)),
+    Mutation("groupdro-linear", "GroupDRO linear update q + η ℓ", "core.methods.groupdro.exponentiated_step",
+             lambda real: linear_update,
+             (("test_baselines::test_groupdro_weights_follow_the_exponentiated_update",
+               lambda env: baselines.check_groupdro_two_steps()),)),
+    Mutation("subg-largest", "SUBG subsampled to the largest group (nothing dropped)",
+             "core.methods.subg.balanced_subsample",
+             lambda real: lambda groups, n_groups, rng, names=None: np.arange(len(groups)),
+             (("test_baselines::test_group_balancing_weights_by_hand", lambda env: baselines.check_subg_counts()),)),
+    Mutation("rwg-uniform", "RWG weights uniform (group balance not applied)", "core.methods.rwg.group_balanced_probs",
+             lambda real: lambda groups: np.full(len(groups), 1.0 / len(groups)),
+             (("test_baselines::test_group_balancing_weights_by_hand", lambda env: baselines.check_rwg_probs()),)),
+    Mutation("jtt-no-upweight", "JTT upweight not applied", "core.methods.jtt.upsample_probs",
+             lambda real: lambda errors, upweight: real(errors, 1.0),
+             (("test_baselines::test_group_balancing_weights_by_hand", lambda env: baselines.check_jtt_weights()),
+              ("test_baselines::test_jtt_upweights_exactly_the_first_stage_errors",
+               lambda env: baselines.check_jtt_upweights_first_stage_errors(env.ctx)))),
+    Mutation("dfr-every-layer", "DFR refitting every layer", "method:dfr", refit_every_layer,
+             (("test_baselines::test_dfr_changes_only_the_last_layer",
+               lambda env: baselines.check_dfr_changes_only_the_last_layer(env.ctx)),)),
+    Mutation("control-k", "random control drawing a different k", "method:random",
+             lambda real: lambda ctx, params: real(ctx, {**params, "k": params["k"] + 1}),
+             (("test_pipeline::test_d3m_removes_most_negative_and_gets_a_random_control",
+               control_of_d3m_with_given_k),)),
+]
+
+
+def apply(monkeypatch: pytest.MonkeyPatch, mutation: Mutation) -> list[int]:
+    """Patch the wrong version in everywhere the real one is reachable; return a call counter."""
+    calls = [0]
+    if mutation.where.startswith("method:"):
+        name = mutation.where.split(":", 1)[1]
+        real = METHODS[name].fn
+    else:
+        module, name = mutation.where.rsplit(".", 1)
+        real = getattr(importlib.import_module(module), name)
+    wrong = mutation.wrong(real)
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return wrong(*args, **kwargs)
+
+    if mutation.where.startswith("method:"):
+        monkeypatch.setitem(METHODS, name, replace(METHODS[name], fn=counted))
+        return calls
+    holders = [m for key, m in list(sys.modules.items()) if key.startswith(("core", "tests"))
+               and m is not None and vars(m).get(name) is real]
+    assert holders, f"{mutation.where} is not imported anywhere"
+    for holder in holders:
+        monkeypatch.setattr(holder, name, counted)
+    return calls
+
+
+def test_selections_rewritten_unmutated_pass(env):
+    """The rewrite used below is faithful: without a mutation the stored-selection check passes."""
+    pipeline.check_stored_selections(rewritten_selections(env))
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.key)
+def test_mutation_is_caught(mutation, env, monkeypatch):
+    calls = apply(monkeypatch, mutation)
+    for test, check in mutation.catches:
+        before = calls[0]
+        with pytest.raises(AssertionError):
+            check(env)
+        assert calls[0] > before, f"{test} never called the mutated {mutation.where}"
