@@ -18,11 +18,23 @@ def toy_images(n: int = 64, seed: int = 0):
     return images, labels
 
 
-def test_small_cnn_and_resnet_shapes():
-    x = torch.zeros(2, 3, 32, 32)
-    assert build_model(ModelConfig("small_cnn"), 3, 32)(x).shape == (2, 3)
-    assert build_model(ModelConfig("small_cnn", width=2), 3, 32)(x).shape == (2, 3)
-    assert build_model(ModelConfig("resnet18"), 5, 32)(x).shape == (2, 5)
+@pytest.mark.parametrize("cfg, classes", [(ModelConfig("small_cnn"), 3), (ModelConfig("small_cnn", width=2), 2),
+                                          (ModelConfig("resnet18"), 5)])
+def test_models_give_a_logit_per_class_for_each_example_independently(cfg, classes):
+    """In eval mode a batch's logits are those of its examples one at a time (TRAK's factored
+    gradients rely on it), and they depend on the example."""
+    torch.manual_seed(0)
+    model = build_model(cfg, classes, 32).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        batch = model(x)
+        alone = torch.cat([model(x[i:i + 1]) for i in range(len(x))])
+    assert batch.shape == (4, classes)
+    torch.testing.assert_close(batch, alone, rtol=1e-4, atol=1e-5)
+    assert (batch[1:] - batch[:1]).abs().amax(dim=1).min() > 1e-4
+
+
+def test_unknown_arch_is_refused():
     with pytest.raises(ValueError, match="unknown model arch 'vgg'"):
         build_model(ModelConfig("vgg"), 2, 32)
 

@@ -109,22 +109,31 @@ def test_lds_is_mean_spearman_over_targets():
 
 @pytest.mark.slow
 def test_analysis_with_proxy_members_and_sparse_projection(tiny_sample, tmp_path):
-    """trak.proxy_width = 2: members are half-width SmallCNNs; their scores drive the analysis."""
+    """trak.proxy_width = 2: members are half-width SmallCNNs, and the stored scores are the
+    mean over the members of their own TRAK scores (recomputed here from the saved members,
+    each with its own projection seed, into fresh feature folders)."""
     from core import jobs
+    from core.analysis import load_run_dataset
     from core.checkpoints import load_checkpoint
-    from core.config import to_dict
+    from core.config import AnalysisConfig, from_dict, to_dict
+    from core.progress import silent
     from core.runs import RunStore
     from tests.conftest import tiny_config
 
-    store = RunStore(tmp_path)
+    store = RunStore(tmp_path / "work")
     run = store.create("analysis", to_dict(tiny_config(tiny_sample, proxy_width=2, projector="sparse")))
     jobs.run_inline(run, "core.analysis:run_analysis")
-    member = load_checkpoint(run.file("ensemble/model_0.pt"))
     erm = load_checkpoint(run.file("erm/model.pt"))
-    assert member.classifier[1].out_features * 2 == erm.classifier[1].out_features
-    s = run.read_array("scores")
-    assert s.shape == (len(run.read_array("val_ids")), len(run.read_array("train_ids")))
-    assert np.isfinite(s).all() and np.abs(s).max() > 0
+    cfg = from_dict(AnalysisConfig, run.config())
+    data = load_run_dataset(cfg, run, silent)
+    want = np.zeros((len(data.idx("val")), len(data.idx("train"))), np.float32)
+    for t in range(cfg.trak.n_models):
+        member = load_checkpoint(run.file(f"ensemble/model_{t}.pt"))
+        assert member.classifier[1].out_features * 2 == erm.classifier[1].out_features
+        model_scores(member, data.images, data.labels, data.idx("train"), data.idx("val"), cfg.trak,
+                     cfg.train.seed * 1000 + t + 1, torch.device("cpu"), tmp_path / f"features_{t}", want,
+                     weight=1 / cfg.trak.n_models)
+    np.testing.assert_allclose(run.read_array("scores"), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
 def test_proxy_width_narrows_small_cnn_only():
