@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,11 @@ import pytest
 from scipy.special import logsumexp
 
 from core import jobs
+from core.analysis import start_analysis
 from core.debias import TARGET, create_debias_run
 from core.runs import Run, RunStore
 from core.summary import control_of
+from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +87,20 @@ def test_analysis_artifacts(tiny_analysis):
     assert set(table.attribute) == {"place", "size", "colour", "time", "source"}
     assert table["count"].sum() == 5 * n_train
     assert len(list(a.path.glob("ensemble/model_*.pt"))) == 2
+
+
+@pytest.mark.slow
+def test_selections_of_a_three_class_analysis(tiny_sample, tmp_path):
+    """The same recomputation on a multi-class copy of the sample: landbirds split by size."""
+    meta = pd.read_csv(tiny_sample / "metadata.csv")
+    meta["label"] = np.where(meta.label == "landbird", "landbird " + meta["size"], meta.label)
+    meta["group"] = meta.label + " on " + meta.place
+    root = tmp_path / "three"
+    shutil.copytree(tiny_sample / "images", root / "images")  # a symlink would escape the folder
+    meta.to_csv(root / "metadata.csv", index=False)
+    run = start_analysis(RunStore(tmp_path / "work"), tiny_config(root), inline=True)
+    assert len(run.read_json("auto")["names"]) == 6
+    check_stored_selections(run)
 
 
 def check_random_control(store: RunStore, run: Run) -> None:
