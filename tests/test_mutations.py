@@ -193,6 +193,12 @@ def apply(monkeypatch: pytest.MonkeyPatch, mutation: Mutation) -> list[int]:
     return calls
 
 
+def test_readme_lists_every_mutation():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in readme.splitlines() if line.startswith("| ")]
+    assert [m for m in MUTATIONS if m.name not in rows] == []
+
+
 def test_selections_rewritten_unmutated_pass(env):
     """The rewrite used below is faithful: without a mutation the stored-selection check passes."""
     pipeline.check_stored_selections(rewritten_selections(env))
