@@ -125,6 +125,11 @@ MUTATIONS = [
     Mutation("plain-mean", "softmax weights replaced by a plain mean", "core.selection.alignment",
              lambda real: lambda scores, groups, losses, beta=1.0: real(scores, groups, losses, 0.0),
              (EQ3_HAND, STORED)),
+    Mutation("group-loss-sum", "group losses ℓ_g summed instead of averaged", "core.selection.group_losses",
+             lambda real: lambda logits, labels, groups, n_groups: (real(logits, labels, groups, n_groups)
+                                                                    * np.bincount(groups, minlength=n_groups)),
+             (("test_selection::test_group_losses_are_mean_cross_entropy_per_group",
+               lambda env: sel.check_group_losses()), STORED)),
     Mutation("most-positive", "most positive A_i removed instead of most negative", "core.selection.most_negative",
              lambda real: lambda align, k: real(-np.asarray(align), k),
              (("test_selection::test_k_rules", lambda env: sel.check_k_rules()),)),
