@@ -21,13 +21,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from core.analysis import load_run_dataset, write_selections
+from core.analysis import evaluate, load_run_dataset, write_selections
+from core.checkpoints import load_checkpoint
 from core.config import AnalysisConfig, from_dict
 from core.methods import METHODS, MethodContext
 from core.progress import silent
 from core.runs import Run, RunStore
 from core.training import to_tensor
 from tests import test_baselines as baselines
+from tests import test_metrics as metrics
 from tests import test_pipeline as pipeline
 from tests import test_selection as sel
 from tests import test_trak_lr as trak_lr
@@ -58,6 +60,20 @@ def rewritten_selections(env: Env) -> Run:
         run.write_array(name, np.asarray(source.read_array(name)))
     write_selections(run, env.ctx.data, run.read_array("scores"), run.read_array("erm_logits_val"))
     return run
+
+
+def evaluated_again(env: Env) -> None:
+    """The analysis job's evaluation of its ERM model, run again, against the independent metrics."""
+    model = load_checkpoint(env.ctx.analysis.file("erm/model.pt"))
+    pipeline.check_test_metrics(env.ctx.analysis, evaluate(model, env.ctx.data, env.ctx.device)["test"])
+
+
+def with_result(real: Callable, key: str, value: Callable[[dict], float]) -> Callable:
+    """group_metrics with one entry of its result replaced by value(result)."""
+    def wrong(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return {**out, key: value(out)}
+    return wrong
 
 
 def control_of_d3m_with_given_k(env: Env) -> None:
@@ -98,6 +114,9 @@ EQ3_HAND = ("test_selection::test_alignment_matches_hand_computed_equation_3",
             lambda env: sel.check_alignment_hand_case())
 STORED = ("test_pipeline::test_analysis_artifacts (on selections rewritten by the job's step)",
           lambda env: pipeline.check_stored_selections(rewritten_selections(env)))
+METRICS = ("test_metrics::test_group_metrics_by_hand", lambda env: metrics.check_group_metrics_by_hand())
+STORED_METRICS = ("test_pipeline::test_analysis_artifacts (the ERM model evaluated again by the job's step)",
+                  evaluated_again)
 PLANTED = ("test_selection::test_pseudo_groups_recover_a_planted_component",
            lambda env: sel.check_planted_component(1.0))
 
@@ -142,6 +161,11 @@ MUTATIONS = [
                                                                                           class_names, fraction),
              (PLANTED, ("test_selection::test_pseudo_groups_recover_a_planted_component[-1.0]",
                         lambda env: sel.check_planted_component(-1.0)), STORED)),
+    Mutation("wga-mean", "worst-group accuracy as the mean of the group accuracies", "core.metrics.group_metrics",
+             lambda real: with_result(real, "wga", lambda out: float(np.mean(list(out["per_group"].values())))),
+             (METRICS, STORED_METRICS)),
+    Mutation("balanced-acc-plain", "balanced accuracy as plain accuracy", "core.metrics.group_metrics",
+             lambda real: with_result(real, "balanced_acc", lambda out: out["acc"]), (METRICS,)),
     Mutation("groupdro-linear", "GroupDRO linear update q + η ℓ", "core.methods.groupdro.exponentiated_step",
              lambda real: linear_update,
              (("test_baselines::test_groupdro_weights_follow_the_exponentiated_update",
