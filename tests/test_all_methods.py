@@ -4,6 +4,7 @@ or refuses the dataset before anything is trained with a message naming what it 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -111,3 +112,40 @@ def test_a_method_refuses_a_dataset_before_training(analyses, train_calls):
         METHODS["subg"].run(ctx, {"seed": 0})
     assert not train_calls
     assert METHODS["rwg"].refusal(lacking) is None  # RWG balances the groups present
+
+
+def test_table1_keeps_going_past_a_refusing_method(analyses, monkeypatch, capsys):
+    """A method that refuses the dataset becomes a failed row with its reason; the other rows
+    are printed and saved, the JSON line comes last and the exit status is 1."""
+    from benchmarks.table1 import main
+    from core.methods.base import Method
+
+    erm = METHODS["erm"]
+    monkeypatch.setitem(METHODS, "needs_ten", Method("needs_ten", "Ten-class method", "no/no", erm.fn, removes=False,
+                                                      requires=lambda data: "it needs at least 10 classes"))
+    store, analysis = analyses["binary"]
+    args = ["--data", analysis.config()["data"]["root"], "--workdir", str(store.workdir), "--seeds", "0",
+            "--methods", "needs_ten,erm", "--epochs", "2", "--models", "2", "--proj-dim", "256", "--device", "cpu"]
+    assert main(args) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    [erm_run] = [r for r in store.list("debias") if r.config()["method"] == "erm" and r.config()["params"]["seed"] == 0
+                 and r.status()["state"] == "done"]
+    assert result == {"needs_ten": None, "erm": pytest.approx(100 * erm_run.read_json("metrics")["test"]["wga"], abs=0.01)}
+    table = pd.read_csv(store.workdir / "table1.csv")
+    failed, ok = table.iloc[0], table.iloc[1]
+    assert failed["method"] == "Ten-class method" and failed["test WGA"] == "failed"
+    assert failed["status"] == "failed: MethodRefused: Ten-class method cannot run on this dataset: it needs at least 10 classes"
+    assert ok["method"] == "ERM" and ok["status"] == "ok" and ok["test WGA"].startswith(f"{result['erm']:.1f}")
+    assert any("Ten-class method" in line and "failed" in line for line in lines[:-1])
+
+
+def test_debias_benchmark_summary_keeps_the_seeds_that_ran():
+    from benchmarks.debias import summarise
+
+    results = [{"erm": 0.3, "d3m": 0.9, "auto_d3m": 0.8, "random": 0.2, "failed": {}},
+               {"erm": 0.5, "auto_d3m": 0.6, "failed": {"d3m": "ValueError: boom", "random": "ValueError: boom"}}]
+    summary = summarise(results)
+    assert summary["erm"] == {"wga_mean": 0.4, "wga_std": round(float(np.std([0.3, 0.5], ddof=1)), 4), "seeds": 2}
+    assert summary["d3m"] == {"wga_mean": 0.9, "wga_std": 0.0, "seeds": 1}
+    assert summary["failed"] == {"d3m": "ValueError: boom", "random": "ValueError: boom"}
