@@ -43,7 +43,7 @@ def bar_groups(page) -> list[str]:
     """The groups of the page's horizontal per-group bar chart, top to bottom."""
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
     every = [t for i in range(page.locator(".js-plotly-plot").count()) for t in plot_data(page, i)]
-    traces = [t for t in every if t["orientation"] == "h"]
+    traces = [t for t in every if t.get("orientation") == "h"]
     assert traces and all(t["y"] == traces[0]["y"] for t in traces), every
     return traces[0]["y"]
 

@@ -2,11 +2,13 @@
 glance, the sample images of chosen classes (on the three-class tiny analysis)."""
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+
 import pandas as pd
 import pytest
 
-from core import views, views_selection as vs
+from core import views, views_runs as vr, views_selection as vs
+from core.methods import METHODS
 from core.analysis import load_run_dataset
 from core.progress import silent
 from tests.conftest import tiny_config
@@ -54,3 +56,18 @@ def test_sample_ids_of_chosen_classes(multi):
     out = views.sample_ids(data, "train", per_class=4, classes=chosen)
     assert list(out) == chosen
     assert all((data.labels[ids] == data.class_names.index(name)).all() and len(ids) == 4 for name, ids in out.items())
+
+
+def test_debias_page_marks_a_refusing_method_unavailable(multi):
+    data, _ = multi
+    train = data.idx("train")
+    groups = data.groups.copy()
+    groups[train[groups[train] == 0]] = 1  # group 0 has no training example any more
+    lacking = dataclasses.replace(data, groups=groups)
+    choices = {c["name"]: c for c in vr.method_choices(METHODS, [1], [{"attribute": "a", "value": "b", "class": "c"}],
+                                                        lacking)}
+    assert not choices["subg"]["available"]
+    assert choices["subg"]["note"] == (f"cannot run on this dataset: it needs training examples in every group, "
+                                       f"and group {data.group_names[0]!r} has none")
+    assert all(c["available"] for name, c in choices.items() if name != "subg" and METHODS[name].refusal(lacking) is None)
+    assert all(c["available"] for c in vr.method_choices(METHODS, [1], [{"attribute": "a"}], data))
