@@ -20,6 +20,13 @@ def tiny_config(root: Path, **settings) -> AnalysisConfig:
     return analysis_config(root, **{"epochs": 2, "device": "cpu", "n_models": 2, "proj_dim": 256, **settings})
 
 
+def analysed(root: Path, workdir: Path) -> Run:
+    """A finished tiny_config analysis of `root` in `workdir`."""
+    run = create_analysis_run(RunStore(workdir), tiny_config(root))
+    jobs.run_inline(run, TARGET)
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_sample")
@@ -30,10 +37,7 @@ def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_analysis(tiny_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A finished analysis run in its own work directory (treat as read-only)."""
-    store = RunStore(tmp_path_factory.mktemp("workdir"))
-    run = create_analysis_run(store, tiny_config(tiny_sample))
-    jobs.run_inline(run, TARGET)
-    return run
+    return analysed(tiny_sample, tmp_path_factory.mktemp("workdir"))
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +51,4 @@ def tiny_multiclass(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_multiclass_analysis(tiny_multiclass: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A finished analysis of the multi-class tiny sample (treat as read-only)."""
-    store = RunStore(tmp_path_factory.mktemp("workdir_multiclass"))
-    run = create_analysis_run(store, tiny_config(tiny_multiclass))
-    jobs.run_inline(run, TARGET)
-    return run
+    return analysed(tiny_multiclass, tmp_path_factory.mktemp("workdir_multiclass"))
