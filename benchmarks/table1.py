@@ -22,6 +22,7 @@ import sys
 
 import pandas as pd
 
+from benchmarks.failures import one_line
 from core.analysis import start_analysis
 from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config
 from core.debias import start_debias
@@ -58,7 +59,7 @@ def try_record(store: RunStore, analysis: Run, method: str, seed: int) -> dict:
     try:
         return record(debias_run(store, analysis, method, seed))
     except Exception as exc:  # noqa: BLE001  (any failure becomes a row)
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        reason = one_line(exc)
         print(f"{method} seed {seed} failed: {reason}", file=sys.stderr)
         m = METHODS[method]
         return {"method": method, "title": m.title, "group_info": m.group_info, "seed": seed, "error": reason}

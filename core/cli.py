@@ -20,6 +20,7 @@ from core.config import DEFAULT_DATA, AnalysisConfig, TrainConfig, TrakConfig, a
 from core.dataset import validate_dataset
 from core.debias import start_debias
 from core.methods import METHODS, get_method
+from core.progress import progress_text
 from core.runs import Run, RunStore
 from core.summary import pipeline_summary, runs_frame
 from core.views_runs import parse_k_sweep
@@ -50,17 +51,21 @@ def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
 
 
 def follow(run: Run) -> Run:
-    """Wait for a job with a progress bar; Ctrl-C cancels it. Raises if it did not finish."""
-    bar = tqdm(total=1000, desc=run.id, unit="‰", file=sys.stderr, leave=False, dynamic_ncols=True)
+    """Wait for a job with a progress bar; Ctrl-C cancels it. Raises if it did not finish.
 
+    The bar shows the current stage's percent and its counts with their unit
+    ('analysis ERM training: 63/756 steps  8%|#   | 00:12'), and the time since it started."""
+    bar = tqdm(total=100, file=sys.stderr, leave=False, dynamic_ncols=True,
+               bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}")
     shown = {}
 
     def show(status: dict) -> None:
-        desc = f"{run.kind} {status.get('stage') or status.get('state')}"[:60]
-        n = int(1000 * (status.get("fraction") or 0.0))
+        stage = status.get("stage") or status.get("state") or ""
+        desc = f"{run.kind} {progress_text(stage, int(status.get('done') or 0), int(status.get('total') or 0))}"
+        n = round(100 * float(status.get("fraction") or 0.0), 1)
         if shown != {"desc": desc, "n": n}:
             shown.update(desc=desc, n=n)
-            bar.set_description(desc)
+            bar.set_description_str(desc)
             bar.n = n
             bar.refresh()
 

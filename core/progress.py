@@ -25,3 +25,16 @@ def scaled(report: Reporter, prefix: str) -> Reporter:
 
 
 ReportFn = Callable[[str, int, int], None]
+
+# What each reporting activity counts (a stage is "<prefix><activity>", e.g. "model 2/5: training").
+UNITS = {"training": "steps", "featurizing": "examples", "scoring": "targets", "loading images": "images"}
+
+
+def unit_of(stage: str) -> str:
+    """The unit of a stage's done/total counts ('model 2/5: training' -> 'steps')."""
+    return next((unit for activity, unit in UNITS.items() if stage.endswith(activity)), "items")
+
+
+def progress_text(stage: str, done: int, total: int) -> str:
+    """How a person reads a stage's progress: 'ERM training: 63/756 steps'."""
+    return f"{stage}: {done:,}/{total:,} {unit_of(stage)}" if total else stage

@@ -99,12 +99,16 @@ def counts_by(data: Dataset, by: str) -> pd.DataFrame:
     return table.reset_index().rename_axis(columns=None)
 
 
-def sample_ids(data: Dataset, split: str = "train", per_class: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
-    """A few example ids of each class in a split (for the sample thumbnails)."""
+def sample_ids(data: Dataset, split: str = "train", per_class: int = 6, seed: int = 0,
+               classes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """A few example ids of each class in a split (for the sample thumbnails); `classes`
+    (names) limits it to those classes."""
     rng = np.random.default_rng(seed)
     idx = data.idx(split)
     out = {}
     for c, name in enumerate(data.class_names):
+        if classes is not None and name not in classes:
+            continue
         ids = idx[data.labels[idx] == c]
         out[name] = np.sort(rng.choice(ids, min(per_class, len(ids)), replace=False))
     return out
@@ -122,6 +126,13 @@ def per_group_accuracy(metrics_by_run: dict[str, dict], split: str = "test") -> 
     rows = [{"run": name, "group": g, "accuracy": acc, "examples": m[split]["group_counts"].get(g)}
             for name, m in metrics_by_run.items() for g, acc in m[split]["per_group"].items()]
     return pd.DataFrame(rows, columns=["run", "group", "accuracy", "examples"])
+
+
+def group_order(bars: pd.DataFrame) -> list[str]:
+    """The groups of a per_group_accuracy table, worst first: by their lowest accuracy over the
+    runs shown (ties by name), so the groups some run fails lead a chart of many groups."""
+    worst = bars.groupby("group")["accuracy"].min()
+    return sorted(worst.index, key=lambda g: (worst[g], g))
 
 
 def thumbnail(image: np.ndarray, size: int = 64) -> np.ndarray:

@@ -5,16 +5,19 @@ import numpy as np
 import pandas as pd
 
 from core import jobs
+from core.dataset import Dataset
 from core.methods import Method
 from core.runs import Run, RunStore
 from core.summary import jaccard, runs_frame
 
 
-def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[dict]) -> list[dict]:
+def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[dict],
+                   data: Dataset | None = None) -> list[dict]:
     """Every registered method with what it needs from the page and whether it can run now.
 
     `needs` is 'k' (a removal method choosing by score or at random), 'flagged' / 'cells'
-    (the user's sets) or 'seed' (a fixed recipe: ERM, SUBG, GroupDRO, ... with a seed).
+    (the user's sets) or 'seed' (a fixed recipe: ERM, SUBG, GroupDRO, ... with a seed). With
+    `data`, a method that refuses the dataset (Method.refusal) is unavailable, its reason the note.
     """
     out = []
     for m in methods.values():
@@ -24,8 +27,11 @@ def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[d
         if size == 0:
             note = ("flag examples on the Alignment page first" if needs == "flagged"
                     else "exclude subpopulations on the Subpopulations page first")
+        reason = m.requires(data) if data is not None and m.requires is not None else None
         out.append({"name": m.name, "title": m.title, "group_info": m.group_info, "removes": m.removes,
-                    "needs": needs, "available": size != 0, "note": note, "options": dict(m.options)})
+                    "needs": needs, "available": size != 0 and reason is None,
+                    "note": f"cannot run on this dataset: {reason}" if reason else note,
+                    "options": dict(m.options)})
     return out
 
 

@@ -58,6 +58,20 @@ def class_extremes(data: Dataset, val_ids: np.ndarray, projection: np.ndarray, a
     return {"frame": frame, "poles": poles}
 
 
+def extremes_overview(data: Dataset, val_ids: np.ndarray, projection: np.ndarray, auto_groups: np.ndarray,
+                      val_logits: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """One row per class (class_extremes' poles): each side's size and ERM accuracy, the class
+    whose low side does worst first, so a dataset with many classes shows where to look."""
+    rows = []
+    for cls, name in enumerate(data.class_names):
+        poles = class_extremes(data, val_ids, projection, auto_groups, val_logits, names, cls, n=0)["poles"]
+        rows.append({"class": name, "low side": poles["low"]["name"], "low: examples": poles["low"]["count"],
+                     "low: ERM accuracy": poles["low"]["accuracy"], "high: examples": poles["high"]["count"],
+                     "high: ERM accuracy": poles["high"]["accuracy"]})
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["low: ERM accuracy", "class"], kind="stable").reset_index(drop=True)
+
+
 def train_table(data: Dataset, train_ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     """One row per training example: id, class, group, attributes and its score (A_i)."""
     return data.frame(train_ids).drop(columns="filename").assign(alignment=np.asarray(scores, np.float64))

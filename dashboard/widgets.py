@@ -47,6 +47,23 @@ def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, y_title: str,
     return fig
 
 
+def group_bars(bars: pd.DataFrame, title: str, legend: str = "run") -> go.Figure:
+    """Horizontal grouped bars of core.views.per_group_accuracy output, the worst group on top
+    (core.views.group_order), tall enough that each of many groups keeps a readable label."""
+    order = views.group_order(bars)
+    runs = list(dict.fromkeys(bars["run"]))
+    fig = go.Figure()
+    for run in runs:
+        part = bars[bars["run"] == run].set_index("group").reindex(order)
+        fig.add_bar(y=order, x=part["accuracy"], name=str(run), orientation="h", customdata=part[["examples"]],
+                    hovertemplate="%{y}: %{x:.1%} of %{customdata[0]} examples<extra>" + str(run) + "</extra>")
+    fig.update_layout(barmode="group", title=title, legend_title=legend, legend={"orientation": "h", "y": -0.12},
+                      height=140 + len(order) * (8 + 10 * len(runs)), margin={"l": 10})
+    fig.update_xaxes(tickformat=".0%", range=[0, 1], title="accuracy")
+    fig.update_yaxes(autorange="reversed", title=None, automargin=True)
+    return fig
+
+
 def option_inputs(method: str, options: dict) -> dict:
     """An input per method option (its default preset); lists are typed comma-separated."""
     values = {}

@@ -1,6 +1,6 @@
 """Generate the built-in sample: a small Waterbirds-like dataset with a planted bias.
 
-    python sample_data/make_sample.py [--out sample_data] [--seed 0]
+    python sample_data/make_sample.py [--out sample_data] [--seed 0] [--scale 1] [--classes 2]
 
 - label: the foreground object, `landbird` (a round body with a beak) or `waterbird` (a long
   flat hull with a mast); drawn small, in a random colour, with jitter and noise.
@@ -16,7 +16,14 @@
   images but teach the spurious rule, so a debiasing method should rank them as the most
   harmful. `crowd` appears only in train.
 
-Fixed seed: running the script twice gives byte-identical files.
+Many classes (`--classes N`, 2 to 10; the default 2 is the built-in sample): the objects are
+N shapes (the two birds, then square, triangle, cross, ring, diamond, tee, bars, arrow) and
+the place agrees with the class's half (classes below N/2 on land, the others on water) in
+95% of training images, so there are 2N (class, place) groups, balanced in val and test. A
+`crowd` example is labelled by the place: its object comes from a class of the other half.
+
+Fixed seed: running the script twice gives byte-identical files (for N = 2 the same files as
+before N existed).
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 SIZE = 32
-CLASSES = ("landbird", "waterbird")
+CLASSES = ("landbird", "waterbird", "square", "triangle", "cross", "ring", "diamond", "tee", "bars", "arrow")
 PLACES = ("land", "water")
 COUNTS = {"train": 3000, "val": 400, "test": 800}
 AGREEMENT = 0.95  # train: P(place matches label)
@@ -52,18 +59,45 @@ def background(place: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def object_mask(label: int, large: bool, rng: np.random.Generator) -> np.ndarray:
-    """Landbird: round body + head + beak. Waterbird: long flat hull + thin vertical mast."""
+    """The class's shape (CLASSES[label]) at a jittered centre and size."""
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     s = (1.25 if large else 1.0) * rng.uniform(0.9, 1.1)
     cy, cx = SIZE / 2 + rng.uniform(-4, 4), SIZE / 2 + rng.uniform(-4, 4)
-    if label == 0:
-        body = ((yy - cy) / (4.5 * s)) ** 2 + ((xx - cx) / (4.5 * s)) ** 2 <= 1
-        head = ((yy - cy + 5 * s) / (2.2 * s)) ** 2 + ((xx - cx - 3 * s) / (2.2 * s)) ** 2 <= 1
-        beak = (np.abs(yy - cy + 5 * s) <= 0.8 * s) & (xx > cx + 4 * s) & (xx < cx + 7 * s)
-        return body | head | beak
-    hull = (np.abs(yy - cy - 2 * s) <= 1.6 * s) & (np.abs(xx - cx) <= 7 * s)
-    mast = (np.abs(xx - cx) <= 0.8 * s) & (yy >= cy - 7 * s) & (yy <= cy + 1 * s)
+    return SHAPES[label]((yy - cy) / s, (xx - cx) / s)
+
+
+def _landbird(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Round body + head + beak."""
+    body = (y / 4.5) ** 2 + (x / 4.5) ** 2 <= 1
+    head = ((y + 5) / 2.2) ** 2 + ((x - 3) / 2.2) ** 2 <= 1
+    beak = (np.abs(y + 5) <= 0.8) & (x > 4) & (x < 7)
+    return body | head | beak
+
+
+def _waterbird(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Long flat hull + thin vertical mast."""
+    hull = (np.abs(y - 2) <= 1.6) & (np.abs(x) <= 7)
+    mast = (np.abs(x) <= 0.8) & (y >= -7) & (y <= 1)
     return hull | mast
+
+
+# Shapes of the classes after the two birds, in unit coordinates centred on the object.
+SHAPES = (
+    _landbird, _waterbird,
+    lambda y, x: (np.abs(y) <= 5) & (np.abs(x) <= 5),  # square
+    lambda y, x: (y <= 5) & (y >= -6) & (np.abs(x) <= (y + 6) / 2),  # triangle
+    lambda y, x: ((np.abs(y) <= 1.5) & (np.abs(x) <= 7)) | ((np.abs(x) <= 1.5) & (np.abs(y) <= 7)),  # cross
+    lambda y, x: (y ** 2 + x ** 2 <= 36) & (y ** 2 + x ** 2 >= 12),  # ring
+    lambda y, x: np.abs(y) + np.abs(x) <= 7,  # diamond
+    lambda y, x: ((np.abs(y + 5) <= 1.5) & (np.abs(x) <= 7)) | ((np.abs(x) <= 1.5) & (y >= -5) & (y <= 7)),  # tee
+    lambda y, x: (np.abs(x) <= 7) & ((np.abs(y - 4) <= 1.2) | (np.abs(y + 4) <= 1.2)),  # bars
+    lambda y, x: ((np.abs(y) <= 1.3) & (x >= -7) & (x <= 2)) | ((x >= 2) & (x <= 7) & (np.abs(y) <= 7 - x)),  # arrow
+)
+
+
+def half(label: int, n_classes: int) -> int:
+    """The place a class agrees with: 0 (land) for the first half of the classes, else 1."""
+    return label * 2 // n_classes
 
 
 def render(label: int, place: int, attrs: dict, rng: np.random.Generator) -> Image.Image:
@@ -77,15 +111,16 @@ def render(label: int, place: int, attrs: dict, rng: np.random.Generator) -> Ima
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def plan_split(split: str, n: int, rng: np.random.Generator) -> list[dict]:
+def plan_split(split: str, n: int, rng: np.random.Generator, n_classes: int = 2) -> list[dict]:
     """Labels, places and attributes of one split (balanced groups outside train)."""
     rows = []
     for i in range(n):
         if split == "train":
-            label = int(rng.integers(2))
-            place = label if rng.random() < AGREEMENT else 1 - label
+            label = int(rng.integers(n_classes))
+            agrees = half(label, n_classes)
+            place = agrees if rng.random() < AGREEMENT else 1 - agrees
         else:
-            label, place = divmod(i % 4, 2)
+            label, place = divmod(i % (2 * n_classes), 2)
         rows.append({"object": label, "label": label, "place": place, "split": split,
                      "size": str(rng.choice(["small", "large"])),
                      "colour": str(rng.choice(list(COLOURS))),
@@ -94,19 +129,26 @@ def plan_split(split: str, n: int, rng: np.random.Generator) -> list[dict]:
     return rows
 
 
-def plant_crowd(rows: list[dict], rng: np.random.Generator, n: int = N_CROWD) -> None:
-    """Turn n training examples into mislabeled ones whose label follows the place."""
+def plant_crowd(rows: list[dict], rng: np.random.Generator, n: int = N_CROWD, n_classes: int = 2) -> None:
+    """Turn n training examples into mislabeled ones whose label follows the place: the
+    object is a class of the other half (drawn at random when that half has several)."""
     for row in rng.choice([r for r in rows if r["split"] == "train"], n, replace=False):
-        row["object"] = 1 - row["label"]
-        row["place"] = row["label"]
+        place = half(row["label"], n_classes)
+        others = [c for c in range(n_classes) if half(c, n_classes) != place]
+        row["object"] = others[0] if len(others) == 1 else int(rng.choice(others))
+        row["place"] = place
         row["source"] = "crowd"
 
 
-def generate(out: Path, seed: int = 0, scale: float = 1.0) -> None:
-    """Write the dataset to `out`; `scale` < 1 makes a smaller copy (tests)."""
+def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2) -> None:
+    """Write the dataset to `out`; `scale` < 1 makes a smaller copy (tests), `n_classes` up to
+    len(CLASSES) shapes with 2 * n_classes groups."""
+    if not 2 <= n_classes <= len(CLASSES):
+        raise ValueError(f"--classes must be between 2 and {len(CLASSES)}, got {n_classes}")
     rng = np.random.default_rng(seed)
-    rows = [r for split, n in COUNTS.items() for r in plan_split(split, max(8, round(n * scale)), rng)]
-    plant_crowd(rows, rng, max(2, round(N_CROWD * scale)))
+    rows = [r for split, n in COUNTS.items()
+            for r in plan_split(split, max(4 * n_classes, round(n * scale)), rng, n_classes)]
+    plant_crowd(rows, rng, max(2, round(N_CROWD * scale)), n_classes)
     (out / "images").mkdir(parents=True, exist_ok=True)
     with open(out / "metadata.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -124,8 +166,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the default size")
+    parser.add_argument("--classes", type=int, default=2, help=f"number of classes, 2 to {len(CLASSES)} (default 2)")
     args = parser.parse_args()
-    generate(args.out, args.seed, args.scale)
+    try:
+        generate(args.out, args.seed, args.scale, args.classes)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ A method is one function `fn(ctx, params) -> MethodResult` registered under a na
 the group information it uses (as Table 1 shows it: train/val) and its own options with their
 defaults; `Method.run` hands it the params checked and completed. Adding a method is adding
 one module to core/methods/ that calls `register`.
+
+A method that cannot handle some datasets (too few classes, a group without training
+examples, ...) registers `requires(data) -> reason or None`; `Method.run` refuses such a
+dataset with MethodRefused before anything is trained, and the pages can ask `refusal(data)`
+first. tests/test_all_methods.py runs every registered method on a binary and a multi-class
+dataset.
 """
 from __future__ import annotations
 
@@ -78,6 +84,10 @@ class MethodResult:
     info: dict = field(default_factory=dict)  # what was selected and why (k sweep, epoch, ...)
 
 
+class MethodRefused(ValueError):
+    """The method cannot run on this dataset; the message names what it needs."""
+
+
 COMMON_PARAMS = {"seed": 0, "lr": 0.0, "weight_decay": 0.0}  # every method: seed, recipe overrides (type only)
 NEEDS_PARAMS = {"seed": (), "k": ("k", "k_sweep"), "flagged": ("ids",), "cells": ("cells",)}
 
@@ -91,6 +101,7 @@ class Method:
     removes: bool = True  # a removal method: its random control removes as many examples
     needs: str = "seed"  # what a user chooses besides the seed: seed | k | flagged | cells
     options: dict = field(default_factory=dict)  # the method's own settings and their defaults
+    requires: Callable[[Dataset], str | None] | None = None  # why a dataset cannot be handled, or None
 
     def resolve(self, params: dict) -> dict:
         """`params` checked and completed: an unknown name is an error naming it, each option
@@ -105,8 +116,19 @@ class Method:
         return {**self.options, **params, **{k: _convert(self.name, k, v, types[k])
                                              for k, v in params.items() if k in types and v is not None}}
 
+    def refusal(self, data: Dataset) -> str | None:
+        """Why this method cannot run on `data` (one line naming what it needs), or None."""
+        reason = self.requires(data) if self.requires is not None else None
+        return f"{self.title} cannot run on this dataset: {reason}" if reason else None
+
     def run(self, ctx: MethodContext, params: dict) -> MethodResult:
-        return self.fn(ctx, self.resolve(params))
+        """The method on the analysis; params are checked and the dataset is refused (with
+        MethodRefused) before anything is trained."""
+        params = self.resolve(params)
+        reason = self.refusal(ctx.data)
+        if reason:
+            raise MethodRefused(reason)
+        return self.fn(ctx, params)
 
 
 _KINDS = {list: "a comma-separated list of numbers", int: "a whole number", float: "a number", str: "text"}
@@ -129,9 +151,9 @@ METHODS: dict[str, Method] = {}
 
 
 def register(name: str, title: str, group_info: str, removes: bool = True, needs: str = "seed",
-             options: dict | None = None):
+             options: dict | None = None, requires: Callable[[Dataset], str | None] | None = None):
     def wrap(fn: Callable[[MethodContext, dict], MethodResult]):
-        METHODS[name] = Method(name, title, group_info, fn, removes, needs, dict(options or {}))
+        METHODS[name] = Method(name, title, group_info, fn, removes, needs, dict(options or {}), requires)
         return fn
     return wrap
 

@@ -9,6 +9,11 @@ scaling folded into the weights) replaces the last layer. Every other parameter 
 bit-identical to the ERM model. Train group labels are never used (no/yes); nothing is
 trained by SGD (steps = 0).
 
+Any number of classes: the regression is multinomial (softmax over the classes; for two
+classes the ordinary binary logistic regression), solved by `saga` for the l1 penalty and
+`lbfgs` for l2 (SOLVERS). Until 2026-11 the solver was liblinear, which is binary only and also
+penalised the intercept; the binary results are unchanged within noise (README, Table 1).
+
 Params:
   seed      the validation split into halves and the balanced draws (default the analysis's)
   penalty   "l1" (DFR's choice, default) or "l2"
@@ -17,8 +22,11 @@ Params:
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
@@ -30,6 +38,8 @@ from core.metrics import group_metrics
 from core.training import to_tensor
 
 C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+SOLVERS = {"l1": "saga", "l2": "lbfgs"}  # multinomial-capable solvers of each penalty
+MAX_ITER = 5000
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -63,7 +73,10 @@ def split_halves(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
 
 def fit_linear(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, c: float,
                penalty: str, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Averaged logistic regressions on balanced draws -> (W (n_classes, d), b) acting on raw x."""
+    """Averaged logistic regressions on balanced draws -> (W (n_classes, d), b) acting on raw x.
+
+    Each draw minimises the multinomial cross-entropy Σᵢ −log softmax(W zᵢ + b)_{yᵢ} plus
+    ‖W‖₁/C (l1) or ‖W‖²/(2C) (l2) on standardised features z; b is not penalised."""
     if len(np.unique(y)) != n_classes:
         raise ValueError(f"DFR: the fitting half of validation lacks a class (classes present: {np.unique(y).tolist()})")
     scaler = StandardScaler().fit(x)
@@ -72,8 +85,11 @@ def fit_linear(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int,
     coefs, intercepts = [], []
     for _ in range(n_draws):
         keep = balanced_subsample(dense.reshape(-1), len(present), rng)
-        clf = LogisticRegression(C=c, l1_ratio=1.0 if penalty == "l1" else 0.0, solver="liblinear", max_iter=1000)
-        clf.fit(z[keep], y[keep])
+        clf = LogisticRegression(C=c, l1_ratio=1.0 if penalty == "l1" else 0.0, solver=SOLVERS[penalty],
+                                 max_iter=MAX_ITER, random_state=int(rng.integers(2**31)))
+        with warnings.catch_warnings():  # a draw stopped at MAX_ITER is still averaged (DFR averages draws)
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(z[keep], y[keep])
         coefs.append(clf.coef_)
         intercepts.append(clf.intercept_)
     w, b = np.mean(coefs, axis=0), np.mean(intercepts, axis=0)
@@ -113,6 +129,6 @@ def dfr(ctx: MethodContext, params: dict) -> MethodResult:
         head.weight.copy_(torch.as_tensor(w, dtype=head.weight.dtype))
         head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
     info = {"selected_C": c, "selected_by": "worst-group accuracy on the held-out half of validation",
-            "selected_val_wga": score, "c_sweep": sweep, "penalty": penalty, "n_draws": n_draws,
-            "n_val_fit": int(len(fit_half)), "n_val_select": int(len(sel_half))}
+            "selected_val_wga": score, "c_sweep": sweep, "penalty": penalty, "solver": SOLVERS[penalty],
+            "n_draws": n_draws, "n_val_fit": int(len(fit_half)), "n_val_select": int(len(sel_half))}
     return MethodResult(model, np.zeros(0, np.int64), 0, info)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.dataset import Dataset
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.selection_by_val import fit_selected
 
@@ -29,7 +30,15 @@ def balanced_subsample(groups: np.ndarray, n_groups: int, rng: np.random.Generat
     return np.sort(np.concatenate(keep))
 
 
-@register("subg", "SUBG (group-balanced subsample)", group_info="yes/yes")
+def every_group_in_train(data: Dataset) -> str | None:
+    """SUBG keeps min-group-size examples per group: a group with no training example leaves nothing."""
+    counts = np.bincount(data.groups[data.idx("train")], minlength=data.n_groups)
+    empty = [data.group_names[g] for g in np.flatnonzero(counts == 0)]
+    return (f"it needs training examples in every group, and group {empty[0]!r} has none"
+            + (f" (nor do {len(empty) - 1} more)" if len(empty) > 1 else "")) if empty else None
+
+
+@register("subg", "SUBG (group-balanced subsample)", group_info="yes/yes", requires=every_group_in_train)
 def subg(ctx: MethodContext, params: dict) -> MethodResult:
     seed = int(params.get("seed", ctx.cfg.train.seed))
     groups = ctx.data.groups[ctx.train_idx]

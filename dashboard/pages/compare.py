@@ -4,7 +4,7 @@ import streamlit as st
 
 from core import views, views_runs as vr
 from core.methods import METHODS
-from dashboard import context, jobs_panel
+from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
 st.title("Compare runs")
@@ -39,10 +39,7 @@ st.subheader("Per-group test accuracy")
 picked = st.multiselect("Runs", list(names), default=list(names)[:4], format_func=names.get, key="compare_runs")
 if picked:
     bars = views.per_group_accuracy({names[r]: ctx.store.get(r).read_json("metrics") for r in picked})
-    fig = px.bar(bars, x="group", y="accuracy", color="run", barmode="group", hover_data=["examples"],
-                 title="Test accuracy per group")
-    fig.update_yaxes(tickformat=".0%", range=[0, 1])
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(widgets.group_bars(bars, "Test accuracy per group (worst first)"), width="stretch")
 
 removal = [ctx.store.get(r) for r in names if r != analysis.id]
 if len(removal) >= 2:

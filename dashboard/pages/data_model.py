@@ -1,6 +1,5 @@
 """Page 1: what the data is and how well the ERM model does on each group."""
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from core import views
@@ -42,10 +41,7 @@ if analysis is not None:
     left.dataframe(views.metrics_headline(metrics), hide_index=True, width="stretch",
                    column_config={"val": widgets.PERCENT, "test": widgets.PERCENT})
     groups = pd.concat([views.per_group_accuracy({split: metrics}, split) for split in ("val", "test")])
-    fig = px.bar(groups, x="group", y="accuracy", color="run", barmode="group", hover_data=["examples"],
-                 title="ERM accuracy per group", labels={"run": "split"})
-    fig.update_yaxes(tickformat=".0%", range=[0, 1])
-    right.plotly_chart(fig, width="stretch")
+    right.plotly_chart(widgets.group_bars(groups, "ERM accuracy per group (worst first)", "split"), width="stretch")
 
 left, right = st.columns([2, 3])
 with left:
@@ -55,7 +51,10 @@ with left:
 with right:
     st.subheader("Sample images")
     split = st.radio("Split", ["train", "val", "test"], horizontal=True, key="sample_split")
-    for name, ids in views.sample_ids(data, split, per_class=7).items():
+    shown = data.class_names
+    if data.n_classes > 4:  # many classes: the user picks which, rather than a long stack
+        shown = st.multiselect("Classes", data.class_names, default=data.class_names[:3], key="sample_classes")
+    for name, ids in views.sample_ids(data, split, per_class=7, classes=shown).items():
         st.markdown(f"**{name}**")
         widgets.image_grid(data, ids, [data.group_names[data.groups[i]] for i in ids], width=64,
                            key=f"sample_{name}")

@@ -13,7 +13,7 @@ st.title("Debias")
 analysis = jobs_panel.require_analysis(ctx)
 flagged = views.persisted(analysis, "flagged", [])
 cells = views.persisted(analysis, "excluded_cells", [])
-choices = {c["name"]: c for c in vr.method_choices(METHODS, flagged, cells)}
+choices = {c["name"]: c for c in vr.method_choices(METHODS, flagged, cells, context.dataset(ctx))}
 name = st.radio("Method", list(choices), key="debias_method",
                 format_func=lambda n: f"{choices[n]['title']}  ·  group labels train/val: {choices[n]['group_info']}",
                 help="Group labels each method uses on the training / validation split (as in the paper's Table 1).")

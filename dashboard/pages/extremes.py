@@ -15,13 +15,18 @@ st.caption("For each class, the validation examples are projected on the top pri
            f"TRAK attribution rows. The {auto['fraction']:.0%} side with the higher ERM loss becomes a "
            "pseudo-group: no group labels are used. Auto-D3M then debiases against these pseudo-groups.")
 
+args = (data, context.array(analysis, "val_ids"), context.array(analysis, "auto_projection"),
+        context.array(analysis, "auto_groups"), context.array(analysis, "erm_logits_val"), names)
+overview = vs.extremes_overview(*args)
+with st.expander(f"All {data.n_classes} classes at a glance (lowest low-side accuracy first)",
+                 expanded=data.n_classes > 2):
+    st.dataframe(overview, hide_index=True, width="stretch", key="extremes_overview",
+                 column_config={"low: ERM accuracy": widgets.PERCENT, "high: ERM accuracy": widgets.PERCENT})
 c1, c2 = st.columns(2)
-cls_name = c1.selectbox("Class", data.class_names, key="extremes_class")
+cls_name = c1.selectbox("Class (lowest low-side accuracy first)", list(overview["class"]), key="extremes_class")
 cls = data.class_names.index(cls_name)
 n = c2.slider("Examples shown per pole", 4, 32, 8, step=4, key="extremes_n")
-ex = vs.class_extremes(data, context.array(analysis, "val_ids"), context.array(analysis, "auto_projection"),
-                       context.array(analysis, "auto_groups"), context.array(analysis, "erm_logits_val"),
-                       names, cls, n)
+ex = vs.class_extremes(*args, cls, n)
 threshold = auto["thresholds"][str(cls)]
 frame = ex["frame"]
 fig = widgets.histogram_figure(vs.histogram(frame["projection"].to_numpy(), frame["pseudo_group"].to_numpy(), 40),

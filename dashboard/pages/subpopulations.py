@@ -37,7 +37,9 @@ fig.add_scatter(x=mean.columns[ci], y=mean.index[vi], mode="markers", marker={"s
                 hovertemplate="%{customdata[0]}<br>mean A_i %{customdata[1]:.3e}<br>%{customdata[2]} examples"
                               "<extra></extra>")
 fig.update_layout(title=f"Mean A_i by class and {attribute}", xaxis_title="class", yaxis_title=attribute,
-                  height=max(300, 60 * len(mean.index) + 120))
+                  height=max(320, 50 * len(mean.index) + 180))
+fig.update_xaxes(tickangle=-30 if len(mean.columns) > 12 else 0, automargin=True)
+fig.update_yaxes(automargin=True)
 event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"sub_heatmap_{attribute}",
                         width="stretch")
 

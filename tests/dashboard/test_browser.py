@@ -31,14 +31,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    """The app as `streamlit run` on a fresh tiny sample and work directory; stopped afterwards."""
+def serve(tmp_path, data_root, workdir):
+    """`streamlit run app.py` on a dataset folder and work directory (through the env
+    defaults), yielding its URL; stopped afterwards. Skips when no chromium is installed."""
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
     port = free_port()
-    env = dict(os.environ, D3M_DATA=str(make_sample(tmp_path / "data")), D3M_WORKDIR=str(tmp_path / "work"))
+    env = dict(os.environ, D3M_DATA=str(data_root), D3M_WORKDIR=str(workdir))
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.address", "127.0.0.1", "--server.port", str(port)],
@@ -51,13 +51,20 @@ def server(tmp_path):
         except OSError:
             assert proc.poll() is None, (tmp_path / "server.log").read_text()
             time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}", RunStore(tmp_path / "work")
+    yield f"http://127.0.0.1:{port}"
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The app on a fresh tiny sample and work directory."""
+    for url in serve(tmp_path, make_sample(tmp_path / "data"), tmp_path / "work"):
+        yield url, RunStore(tmp_path / "work")
 
 
 def settle(page) -> None:
