@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 import core.training
-from core import jobs
+from core import cli, jobs
 from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run, load_run_dataset
 from core.checkpoints import load_checkpoint
 from core.dataset import Dataset
@@ -31,7 +29,6 @@ from core.training import to_tensor
 from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parents[1]
 SEED_METHODS = ("pgd", "ffw", "ba_lora")
 
 
@@ -285,21 +282,17 @@ def test_seed_methods_on_three_classes(tmp_path_factory):
     assert run.read_json("metrics")["info"]["lambda_svd"] == 0.1
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def test_seed_methods_through_the_cli(analysis):
+def test_seed_methods_through_the_cli(analysis, capsys):
+    """`d3m methods` lists their options; `d3m debias --method NAME --param ...` runs each (the
+    CLI in this process, the run as the background job it starts)."""
     store, run, _ = analysis
-    listing = cli("methods").stdout
+    cli.main(["methods"])
+    listing = capsys.readouterr().out
     assert "q=0.7, norm=l2, grad_scope=fc, mode=resample, biased_width=1.0" in listing
     assert "structure=unstructured, gamma=1.0" in listing and "rank=8, alpha=16.0" in listing
     for name, param in (("pgd", "norm=linf"), ("ffw", "gate_epochs=1"), ("ba-lora", "steps=5")):
-        out = json.loads(cli("debias", "--analysis", run.id, "--workdir", str(store.workdir), "--method", name,
-                             "--param", param).stdout.strip().splitlines()[-1])
+        cli.main(["debias", "--analysis", run.id, "--workdir", str(store.workdir), "--method", name, "--param", param])
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         config = store.get(out["run_id"]).config()
         assert config["method"] == name.replace("-", "_") and out["random"] is None  # not a removal: no control
         key, value = param.split("=")

@@ -20,7 +20,6 @@ import math
 
 import numpy as np
 import torch
-from peft import LoraConfig, get_peft_model
 from torch import nn
 from torch.nn import functional as F
 
@@ -51,7 +50,10 @@ class Adapted(AlwaysEval):
 
 
 def with_adapters(base: nn.Module, rank: int, alpha: float) -> Adapted:
-    """LoRA adapters (peft) on every linear and conv layer of `base`; only they are trainable."""
+    """LoRA adapters (peft) on every linear and conv layer of `base`; only they are trainable.
+    peft is imported here: it loads transformers, seconds that nothing else should pay."""
+    from peft import LoraConfig, get_peft_model
+
     if rank < 1 or alpha <= 0:
         raise ValueError(f"BA-LoRA needs rank >= 1 and alpha > 0 (got {rank}, {alpha})")
     targets = [name for name, _ in scoped_layers(base, "all")]
