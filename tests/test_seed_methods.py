@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-import core.training
 from core import cli, jobs
 from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run, load_run_dataset
 from core.checkpoints import load_checkpoint
@@ -27,6 +26,7 @@ from core.progress import silent
 from core.runs import RunStore
 from core.training import to_tensor
 from tests.conftest import tiny_config
+from tests.test_baselines import train_calls  # noqa: F401  (the spy fixture on core.training.train)
 
 CPU = torch.device("cpu")
 SEED_METHODS = ("pgd", "ffw", "ba_lora")
@@ -97,20 +97,6 @@ def test_pgd_weights_are_normalised_ce_gradient_norms(norm, scope):
     assert np.allclose(norms, expected, rtol=1e-4)
     h = importance(norms)
     assert np.allclose(h, expected / expected.sum(), rtol=1e-4) and h.sum() == pytest.approx(1.0)
-
-
-@pytest.fixture
-def train_calls(monkeypatch):
-    """Spy on core.training.train: records (model, kwargs) of each call."""
-    calls = []
-    real = core.training.train
-
-    def spy(model, *args, **kwargs):
-        calls.append((model, kwargs))
-        return real(model, *args, **kwargs)
-
-    monkeypatch.setattr(core.training, "train", spy)
-    return calls
 
 
 def test_pgd_samples_by_the_biased_models_gradient_norms(analysis, train_calls):
