@@ -44,7 +44,7 @@ WIDTHS = (1.0, 0.5, 0.25)
 
 
 def ce_grad_norms(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndarray,
-                  device: torch.device, scope: str = "fc", norm: str = "l2", batch_size: int = 64
+                  device: torch.device, scope: str = "fc", norm: str = "l2", batch_size: int = 32
                   ) -> tuple[np.ndarray, int]:
     """||∇θ CE(f(x_i), y_i)||_norm for examples idx (model in eval mode), and the largest
     per-example gradient block formed (bytes). θ: the final layer (fc) or all linear/conv layers."""
@@ -61,10 +61,11 @@ def ce_grad_norms(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx:
         xs, delta, logits = capture(model, layers, x, y)
         acc = torch.zeros(len(batch), device=device, dtype=torch.float64)
         for (_, m), x_i, d_i in zip(layers, xs, delta):
-            g = layer_grads(layer_inputs(m, x_i), d_i).flatten(1).double()  # margin gradients
-            block = max(block, g.numel() * 4)
-            acc = (acc + g.abs().sum(1) if norm == "l1" else acc + (g ** 2).sum(1) if norm == "l2"
-                   else torch.maximum(acc, g.abs().amax(1)))
+            g = layer_grads(layer_inputs(m, x_i), d_i).flatten(1)  # margin gradients (B, params)
+            block = max(block, g.numel() * g.element_size())
+            acc = (acc + g.abs().sum(1, dtype=torch.float64) if norm == "l1"
+                   else acc + (g * g).sum(1, dtype=torch.float64) if norm == "l2"
+                   else torch.maximum(acc, g.abs().amax(1).double()))
         scale = 1.0 - true_class_prob(logits, y).double()  # |∇CE| = (1 - p_y) |∇ margin|
         out.append((scale * (acc.sqrt() if norm == "l2" else acc)).cpu())
     return torch.cat(out).numpy(), block
