@@ -16,6 +16,7 @@ st.dataframe(table.drop(columns=["name"]), hide_index=True, width="stretch", key
     "val_wga": st.column_config.NumberColumn("val WGA", format="percent"),
     "test_acc": st.column_config.NumberColumn("test average acc.", format="percent"),
     "test_balanced_acc": st.column_config.NumberColumn("test balanced acc.", format="percent"),
+    "test_macro_f1": st.column_config.NumberColumn("test macro-F1", format="percent"),
     "seconds": st.column_config.NumberColumn("time (s)", format="%.1f"),
     "n_removed": st.column_config.NumberColumn("n removed"),
     "control_of": st.column_config.TextColumn("control of")})

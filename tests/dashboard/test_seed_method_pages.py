@@ -31,6 +31,8 @@ def test_debias_page_runs_a_seed_method_with_its_settings(monkeypatch, tiny, tin
     assert jobs.wait(run, timeout=300)["state"] == "done", run.status()
     if method == "ffw":
         at = open_app(monkeypatch, tiny.data_root, tiny_copy.workdir, "compare")
+        runs = at.dataframe[0].value.set_index("run")  # every run's macro-F1 beside its accuracy
+        assert runs.loc[run.id, "test_macro_f1"] == run.read_json("metrics")["test"]["macro_f1"]
         assert "FFW: pruning and its failure signatures (validation)" in [h.value for h in at.subheader]
         shown = at.dataframe[1].value
         expected = views_ffw.ffw_table(tiny_copy, tiny.analysis.id)
