@@ -241,8 +241,10 @@ def ffw(ctx: MethodContext, params: dict) -> MethodResult:
     info = {**selector.info(), "bias_attribute": column, "bias_values": names, "structure": params["structure"],
             "gamma": params["gamma"], "temperature_schedule": schedule, "sparsity_per_layer": sparsity,
             "sparsity": float(sum(sparsity[n] * sizes[n] for n in sizes) / sum(sizes.values())),
-            "bias_head_val_acc_before": acc_before, "bias_head_val_acc_after": head_accuracy(head, val_feats, b[val_idx]),
+            "bias_head_val_acc_before": acc_before,
+            "bias_head_val_acc_after": head_accuracy(head, val_feats, b[val_idx]),
             "bias_head_val_acc_after_retrained": head_accuracy(retrained, val_feats, b[val_idx]),
-            "task_val_acc_before": float(ctx.analysis.read_json("metrics")["val"]["acc"]), "task_val_acc_after": task_acc,
+            "task_val_acc_before": float(ctx.analysis.read_json("metrics")["val"]["acc"]),
+            "task_val_acc_after": task_acc,
             "bias_majority_share_val": float(np.bincount(b[val_idx]).max() / len(val_idx))}
     return MethodResult(model, np.zeros(0, np.int64), 0, info)

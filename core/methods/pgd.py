@@ -143,11 +143,12 @@ def pgd(ctx: MethodContext, params: dict) -> MethodResult:
         by_id[idx] = h * len(idx)
         hooks = {"loss_fn": weighted_ce(by_id)}
     model, steps, info = fit_selected(ctx, idx, params, "PGD debiased model: ", **hooks)
-    biased_acc = (predict_logits(biased.model, ctx.data.images, idx, ctx.device).argmax(1) == ctx.data.labels[idx]).mean()
-    groups = ctx.data.groups[idx]
+    biased_pred = predict_logits(biased.model, ctx.data.images, idx, ctx.device).argmax(1)
+    biased_acc = (biased_pred == ctx.data.labels[idx]).mean()
+    groups, names = ctx.data.groups[idx], ctx.data.group_names
     info.update(q=q, norm=norm, grad_scope=scope, mode=mode, biased_width=params["biased_width"],
                 biased_model_train_acc=float(biased_acc), biased_model_seconds=biased.seconds, **measures,
                 n_reweighted=int((h > 1.0 / len(idx)).sum()), importance_max_over_min=float(h.max() / h.min()),
-                importance_share_by_group={ctx.data.group_names[g]: float(h[groups == g].sum()) for g in np.unique(groups)},
+                importance_share_by_group={names[g]: float(h[groups == g].sum()) for g in np.unique(groups)},
                 importance_normalised="over the whole training set (paper, Algorithm 1)")
     return MethodResult(model, np.zeros(0, np.int64), steps, info)
