@@ -5,8 +5,8 @@
 
 One analysis (ERM + TRAK ensemble) per dataset; then one debias run per (method, seed) with
 params {"seed": s} and each method's defaults (D3M/Auto-D3M: k = all negative scores;
-re-weighting methods: epoch by validation WGA). Runs live in the run store (--workdir) and a
-finished run with the same config is reused, so a second invocation only prints the table.
+re-weighting methods: epoch by validation WGA; `random` at the k of D3M's run of the same
+seed). Runs live in the run store (--workdir) and a finished run with the same config is reused, so a second invocation only prints the table.
 Prints test worst-group, average and balanced accuracy (mean ± std over seeds, %) and the
 examples removed / reweighted, then one last line: a JSON object {method: mean test WGA}.
 "reweighted": JTT the upweighted stage-1 errors; RWG the examples whose sampling weight is not
@@ -29,7 +29,7 @@ from core.debias import start_debias
 from core.methods import METHODS
 from core.runs import Run, RunStore
 
-TABLE1 = ("erm", "auto_d3m", "jtt", "dfr", "d3m", "rwg", "subg", "groupdro")
+TABLE1 = ("erm", "auto_d3m", "jtt", "dfr", "d3m", "random", "rwg", "subg", "groupdro", "pgd", "ffw", "ba_lora")
 
 
 def analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
@@ -38,9 +38,13 @@ def analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
 
 
 def debias_run(store: RunStore, analysis: Run, method: str, seed: int) -> Run:
-    """A finished (reused or new) debias run of `method` with params {"seed": seed}, no control."""
+    """A finished (reused or new) debias run of `method` with params {"seed": seed}, no control;
+    `random` removes as many examples as the D3M run of the same seed (its control)."""
+    params = {"seed": seed}
+    if method == "random":
+        params["k"] = debias_run(store, analysis, "d3m", seed).read_json("metrics")["n_removed"]
     print(f"{method} seed {seed} ...", file=sys.stderr)
-    return start_debias(store, analysis.id, method, {"seed": seed}, control=False, reuse=True, inline=True)
+    return start_debias(store, analysis.id, method, params, control=False, reuse=True, inline=True)
 
 
 def record(run: Run) -> dict:

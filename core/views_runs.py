@@ -73,7 +73,7 @@ def _title(run_method: str, methods: dict[str, Method]) -> str:
 def compare_table(store: RunStore, analysis_id: str, methods: dict[str, Method]) -> pd.DataFrame:
     """One row per run of the analysis (ERM first): what it removed and how it scores."""
     frame = runs_frame(store, analysis_id)
-    cols = ["method", "k", "seed", "n_removed", "test_wga", "val_wga", "test_acc", "test_balanced_acc",
+    cols = ["method", "k", "seed", "n_removed", "test_wga", "val_wga", "test_acc", "test_balanced_acc", "test_macro_f1",
             "seconds", "state", "run", "control_of"]
     if frame.empty:
         return pd.DataFrame(columns=cols)

@@ -64,8 +64,13 @@ def fit_selected(ctx: MethodContext, idx: np.ndarray, params: dict, prefix: str 
     selector = EpochSelector(ctx.val_wga)
     trained = fit(ctx.data, idx, ctx.cfg, cfg, ctx.device, scaled(ctx.report, prefix),
                   on_epoch=selector, **hooks)
-    per_epoch = math.ceil(len(idx) / cfg.batch_size)
-    if trained.steps % per_epoch:
-        selector.record(round(trained.steps / per_epoch, 2), trained.model)
-    trained.model.load_state_dict(selector.best_state)
+    keep_best(selector, trained.model, trained.steps, math.ceil(len(idx) / cfg.batch_size))
     return trained.model.eval(), trained.steps, selector.info()
+
+
+def keep_best(selector: EpochSelector, model: nn.Module, steps: int, per_epoch: int) -> None:
+    """Load the selector's best state into `model` after training; when the step budget ended
+    inside an epoch (or before the first one), the final model is a candidate too."""
+    if steps % per_epoch or not selector.curve:
+        selector.record(round(steps / per_epoch, 2), model)
+    model.load_state_dict(selector.best_state)

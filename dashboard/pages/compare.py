@@ -2,7 +2,7 @@
 import plotly.express as px
 import streamlit as st
 
-from core import views, views_runs as vr
+from core import views, views_ffw, views_runs as vr
 from core.methods import METHODS
 from dashboard import context, jobs_panel, widgets
 
@@ -16,6 +16,7 @@ st.dataframe(table.drop(columns=["name"]), hide_index=True, width="stretch", key
     "val_wga": st.column_config.NumberColumn("val WGA", format="percent"),
     "test_acc": st.column_config.NumberColumn("test average acc.", format="percent"),
     "test_balanced_acc": st.column_config.NumberColumn("test balanced acc.", format="percent"),
+    "test_macro_f1": st.column_config.NumberColumn("test macro-F1", format="percent"),
     "seconds": st.column_config.NumberColumn("time (s)", format="%.1f"),
     "n_removed": st.column_config.NumberColumn("n removed"),
     "control_of": st.column_config.TextColumn("control of")})
@@ -32,6 +33,15 @@ if not points.empty:
     fig.update_yaxes(tickformat=".0%", range=[0, 1.05])
     fig.update_xaxes(rangemode="tozero")
     st.plotly_chart(fig, width="stretch")
+
+ffw = views_ffw.ffw_table(ctx.store, analysis.id)
+if not ffw.empty:
+    st.subheader("FFW: pruning and its failure signatures (validation)")
+    st.caption("The paper's failure signatures: task accuracy collapses, the bias stays extractable "
+               "(a head retrained on the pruned features still predicts it), or almost nothing is pruned.")
+    pct = st.column_config.NumberColumn(format="percent")
+    st.dataframe(ffw, hide_index=True, width="stretch", key="compare_ffw",
+                 column_config={c: pct for c in ffw.columns if c == "sparsity" or " acc " in c})
 
 done = table[table["state"] == "done"]
 names = dict(zip(done["run"], done["name"]))

@@ -80,7 +80,7 @@ if latest is not None:
     st.subheader(f"Latest result: {latest.label}, {summary['n_removed']:,} examples removed")
     table = vr.result_table(summary, latest.read_json("metrics")["title"])
     labels = {"test_wga": "test WGA", "test_acc": "test average acc.", "test_balanced_acc": "test balanced acc.",
-              "val_wga": "val WGA", "test_wga_change": "test WGA vs ERM"}
+              "test_macro_f1": "test macro-F1", "val_wga": "val WGA", "test_wga_change": "test WGA vs ERM"}
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(label, format="percent") for c, label in labels.items()})
     st.caption("test WGA vs ERM: the change in test worst-group accuracy over the ERM model (percentage "
