@@ -10,6 +10,7 @@ from core.analysis import TARGET, create_analysis_run
 from core.config import AnalysisConfig, analysis_config
 from core.runs import Run, RunStore
 from sample_data.make_sample import generate
+from tests.spies import recorded_training
 
 TINY_SCALE = 0.1  # 300 train / 40 val / 80 test images
 TINY_CLASSES = 3  # the multi-class tiny sample: 3 shapes x 2 places = 6 groups
@@ -52,3 +53,10 @@ def tiny_multiclass(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_multiclass_analysis(tiny_multiclass: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A finished analysis of the multi-class tiny sample (treat as read-only)."""
     return analysed(tiny_multiclass, tmp_path_factory.mktemp("workdir_multiclass"))
+
+
+@pytest.fixture
+def train_calls():
+    """The (model, kwargs) of every core.training.train call made during the test."""
+    with recorded_training() as calls:
+        yield calls

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 
-import core.training
 from core.analysis import load_run_dataset
 from core.config import AnalysisConfig, from_dict
 from core.debias import start_debias
@@ -50,15 +49,6 @@ def user_params(needs: str, analysis: Run) -> dict:
         cell = pd.read_csv(analysis.file("subpopulations.csv"), dtype={"value": str}).iloc[0]
         return {"cells": [{"attribute": cell["attribute"], "value": cell["value"], "class": cell["class"]}]}
     raise AssertionError(f"tests/test_all_methods.py does not know what a method with needs={needs!r} takes")
-
-
-@pytest.fixture
-def train_calls(monkeypatch) -> list:
-    """Counts core.training.train calls (every method trains through fit -> train)."""
-    calls = []
-    real = core.training.train
-    monkeypatch.setattr(core.training, "train", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    return calls
 
 
 @pytest.mark.parametrize("dataset", DATASETS)

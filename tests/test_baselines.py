@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import core.training
 from core import jobs
 from core.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run, load_run_dataset
 from core.checkpoints import load_checkpoint
@@ -26,6 +24,7 @@ from core.progress import silent
 from core.runs import RunStore
 from core.training import _batches, predict_logits
 from tests.conftest import tiny_config
+from tests.spies import recorded_training
 
 CPU = torch.device("cpu")
 
@@ -40,21 +39,6 @@ def analysis(tiny_sample, tmp_path_factory):
     jobs.run_inline(run, ANALYSIS_TARGET)
     ctx = MethodContext(load_run_dataset(cfg, run, silent), run, cfg, CPU, silent)
     return store, run, ctx
-
-
-@contextmanager
-def recorded_training():
-    """Spy on core.training.train (what fit() calls): yields the (model, kwargs) of each call."""
-    calls = []
-    real = core.training.train
-
-    def spy(model, *args, **kwargs):
-        calls.append((model, kwargs))
-        return real(model, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(core.training, "train", spy)
-        yield calls
 
 
 def check_selection(ctx: MethodContext, model: nn.Module, info: dict) -> None:

@@ -26,7 +26,6 @@ from core.progress import silent
 from core.runs import RunStore
 from core.training import to_tensor
 from tests.conftest import tiny_config
-from tests.test_baselines import train_calls  # noqa: F401  (the spy fixture on core.training.train)
 
 CPU = torch.device("cpu")
 SEED_METHODS = ("pgd", "ffw", "ba_lora")
