@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from core.progress import ReportFn
-from core.runs import ACTIVE_STATES, Run, RunStore, pid_alive, utcnow
+from core.runs import ACTIVE_STATES, Run, RunStore, pid_alive, reap, utcnow
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DIED = "job process died unexpectedly (see log.txt)"
 
 
 class JobCancelled(BaseException):
@@ -94,21 +93,9 @@ def reporter(run: Run, min_interval: float = 0.5) -> ReportFn:
 
 
 def refresh(run: Run) -> dict:
-    """The run's status, marking it failed if its job process is gone without a word."""
-    status = run.status()
-    pid = status.get("pid")
-    if not is_active(status) or pid is None or pid == os.getpid():
-        return status  # finished, not started yet, or running inline right here
-    if not _gone(pid):
-        return status
-
-    def died(current: dict) -> dict | None:
-        # Re-checked under the lock: a job that just finished has written its state already.
-        if is_active(current) and current.get("pid") == pid:
-            return {"state": "failed", "error": DIED, "finished_at": utcnow()}
-        return None
-
-    return run.update_status(died)
+    """The run's live status (a dead job is marked failed first): `Run.status()`, the one
+    reader every view, page and command uses."""
+    return run.status()
 
 
 def wait(run: Run, on_status: Callable[[dict], None] | None = None, poll: float = 0.3,
@@ -228,12 +215,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def _gone(pid: int) -> bool:
-    """Whether the job process has exited; reaps it first if it is our own child, since
-    the launching process never waits on it and it would otherwise linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not our child (another process started it): nothing to reap
-        pass
+    """Whether the job process has exited (reaped first if it is our own child)."""
+    reap(pid)
     return not pid_alive(pid)
 
 
