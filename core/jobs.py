@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from core.errors import describe_os_error, is_disk_full
 from core.progress import ReportFn
 from core.runs import ACTIVE_STATES, Run, RunStore, pid_alive, reap, utcnow
 
@@ -51,6 +52,31 @@ def start(run: Run, target: str) -> int:
     # Only the pid is merged: the child may already have moved the state on to running.
     run.set_status(pid=proc.pid)
     return proc.pid
+
+
+RESUMABLE = ("failed", "cancelled")
+
+
+def resume(run: Run, inline: bool = False, report: ReportFn | None = None) -> Run:
+    """Run a failed or cancelled run's job again in its own folder; the target skips every
+    stage whose completion marker exists (core/stages.py). Two resumes at once: one wins, the
+    other gets a ValueError."""
+    target = run.status().get("target")  # live: a dead job is 'failed' by now
+    if not target:
+        raise ValueError(f"run {run.id} was never started: nothing to resume")
+
+    def reopen(status: dict) -> dict:
+        if status["state"] not in RESUMABLE:
+            raise ValueError(f"run {run.id} is {status['state']}: only a failed or cancelled run can be resumed")
+        return {"state": "queued", "target": None, "pid": None, "error": None, "traceback": None,
+                "finished_at": None, "resumed": int(status.get("resumed") or 0) + 1}
+
+    run.update_status(reopen)
+    if inline:
+        run_inline(run, target, report)
+    else:
+        start(run, target)
+    return run
 
 
 def run_inline(run: Run, target: str, report: ReportFn | None = None) -> None:
@@ -167,10 +193,19 @@ def _execute(run: Run, target: str, report: ReportFn) -> None:
         run.set_status(state="cancelled", finished_at=utcnow())
         raise
     except Exception as exc:
-        run.set_status(state="failed", error=f"{type(exc).__name__}: {exc}",
+        run.set_status(state="failed", error=error_line(exc),
                        traceback=traceback.format_exc(), finished_at=utcnow())
         raise
     run.set_status(state="done", fraction=1.0, finished_at=utcnow())
+
+
+def error_line(exc: Exception) -> str:
+    """A failed run's error: file-system errors by kind and path (disk full, permission, ...),
+    others as `Type: message`."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return describe_os_error(exc) + (" (earlier artifacts are intact; free space and resume the run)"
+                                         if is_disk_full(exc) else "")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _resolve(target: str) -> Callable:

@@ -286,6 +286,14 @@ class RunStore:
                 return run
         return None
 
+    def find_resumable(self, kind: str, config: dict, parent: str | None = None) -> Run | None:
+        """The newest failed or cancelled (or died) run of this kind with exactly this config."""
+        for run in reversed(self.list(kind, parent=parent)):
+            if run.config() == config and run.status().get("state") in ("failed", "cancelled") \
+                    and run.status().get("target"):
+                return run
+        return None
+
     def delete(self, run_id: str) -> None:
         """Remove a run folder; refuses while its job may still be writing into it."""
         run = self.get(run_id)
