@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 from core import jobs, stages
 from core.analysis import start_analysis
 from core.debias import TARGET as DEBIAS, create_debias_run, start_debias

@@ -88,18 +88,22 @@ def _write(path: Path, model: nn.Module, featurizer, images: np.ndarray, idx: np
     gram = np.zeros((k, k), np.float64)
     probs = np.zeros(len(idx), np.float32)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        np.lib.format.write_array_header_1_0(
-            fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                 "shape": (len(idx), k)})
-        step = max(batch_size, chunk_size // batch_size * batch_size)  # whole batches per chunk
-        for start in range(0, len(idx), step):
-            block = np.zeros((min(step, len(idx) - start), k), np.float32)
-            probs[start:start + len(block)] = featurize(
-                model, featurizer, images, idx[start:start + len(block)], labels, batch_size, device,
-                _offset(report, start, len(idx)), out=block)
-            accumulate(gram, block)
-            fh.write(block.tobytes())
+    try:
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                     "shape": (len(idx), k)})
+            step = max(batch_size, chunk_size // batch_size * batch_size)  # whole batches per chunk
+            for start in range(0, len(idx), step):
+                block = np.zeros((min(step, len(idx) - start), k), np.float32)
+                probs[start:start + len(block)] = featurize(
+                    model, featurizer, images, idx[start:start + len(block)], labels, batch_size, device,
+                    _offset(report, start, len(idx)), out=block)
+                accumulate(gram, block)
+                fh.write(block.tobytes())
+    except BaseException:  # e.g. disk full: no partial file is left to be mistaken for features
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return gram, probs
 
