@@ -49,12 +49,16 @@ def start(run: Run, target: str) -> int:
         except OSError as exc:
             run.set_status(state="failed", error=f"could not start job: {exc}", finished_at=utcnow())
             raise
+    # Kept, so subprocess's own clean-up never reaps it: Run.status() does, and so learns
+    # the signal that killed it.
+    _CHILDREN[proc.pid] = proc
     # Only the pid is merged: the child may already have moved the state on to running.
     run.set_status(pid=proc.pid)
     return proc.pid
 
 
 RESUMABLE = ("failed", "cancelled")
+_CHILDREN: dict[int, subprocess.Popen] = {}
 
 
 def resume(run: Run, inline: bool = False, report: ReportFn | None = None) -> Run:

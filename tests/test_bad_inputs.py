@@ -48,7 +48,7 @@ PIPELINE_CASES = [
     (["--method", "jtt", "--param", "upweight=abc"], "upweight='abc' is not a number"),
     (["--param", "nosuch=1"], "no parameter 'nosuch'"),
     (["--method", "groupdro", "--param", "eta=x"], "eta='x'"),
-    (["--group-attribute", "colour"], "colour"),
+    (["--group-attribute", "plumage"], "group_attribute 'plumage' is not an attribute column"),
     (["--epochs", "0"], "train.epochs must be a whole number >= 1, got 0"),
     (["--models", "0"], "trak.n_models must be a whole number >= 1, got 0"),
     (["--proj-dim", "-3"], "trak.proj_dim must be a whole number >= 1, got -3"),
