@@ -45,6 +45,9 @@ from core.summary import control_of
 from sample_data.make_sample import generate
 
 
+KILLED_IN: list[str] = []  # the stage each kill hit
+
+
 def wait_or_kill(run: Run, t0: float, kill_at: float | None) -> str:
     """Follow a job; SIGKILL its process group once `kill_at` seconds since t0 have passed."""
     while True:
@@ -56,6 +59,7 @@ def wait_or_kill(run: Run, t0: float, kill_at: float | None) -> str:
                 os.killpg(status["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 continue  # it just ended: look again
+            KILLED_IN.append(f"{run.kind}: {status.get('stage') or status['state']}")
             jobs.wait(run, poll=0.05, timeout=30)
             return "killed"
         time.sleep(0.02)
@@ -137,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(args.kills):
         store = fresh(f"kill-{i:02d}")
         kill_at = float(rng.uniform(0, t_full))
+        KILLED_IN.clear()
         state, _ = pipeline(store, cfg, kill_at)
-        stage = next((r.status().get("stage") for r in reversed(store.list()) if "died" in (r.status().get("error") or "")), "")
+        stage = KILLED_IN[0] if KILLED_IN else ""
         t0 = time.perf_counter()
         final, run = pipeline(store, cfg)  # the same calls again: resume
         t_resume = time.perf_counter() - t0

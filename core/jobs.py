@@ -76,6 +76,8 @@ def resume(run: Run, inline: bool = False, report: ReportFn | None = None) -> Ru
                 "finished_at": None, "resumed": int(status.get("resumed") or 0) + 1}
 
     run.update_status(reopen)
+    for stale in run.path.rglob(".*.tmp"):  # an atomic write cut short: never part of a result
+        stale.unlink(missing_ok=True)
     if inline:
         run_inline(run, target, report)
     else:
