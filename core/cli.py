@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_methods)
     for name, func, hlp in (("show", cmd_show, "show a run's config, status and metrics"),
                             ("cancel", cmd_cancel, "cancel a running job"),
-                            ("resume", cmd_resume, "resume a failed, cancelled or dead run from its last finished stage")):
+                            ("resume", cmd_resume, "resume a failed, cancelled or dead run from its last "
+                                                   "finished stage")):
         p = common(sub.add_parser(name, help=hlp))
         p.add_argument("run")
         p.set_defaults(func=func)
@@ -283,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        raise SystemExit(f"error: {describe(exc)}" + ("\nnothing was run" if isinstance(exc, DatasetError) else "")) from None
+        nothing = "\nnothing was run" if isinstance(exc, DatasetError) else ""
+        raise SystemExit(f"error: {describe(exc)}{nothing}") from None
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def check_analysis(cfg: AnalysisConfig, cache_dir: Path | None) -> Dataset:
     return data
 
 
-def check_params(method: str, params: dict, n_train: int, train_ids=None) -> dict:
+def check_params(method: str, params: dict, n_train: int, train_ids: np.ndarray | None = None) -> dict:
     """The method's params resolved (unknown option or bad value: ValueError naming it), with
     k and every k of a sweep within 0..n_train - 1 and flagged ids among the training ids."""
     m = get_method(method)
