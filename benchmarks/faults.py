@@ -79,7 +79,8 @@ def pipeline(store: RunStore, cfg: AnalysisConfig, kill_at: float | None = None)
 def result(store: RunStore, run: Run) -> dict:
     analysis = store.get(run.parent)
     control = control_of(store, run)
-    return {"scores": analysis.read_array("scores", mmap=False), "removed": run.read_array("removed_ids", mmap=False),
+    return {"scores": analysis.read_array("scores", mmap=False),
+            "removed": run.read_array("removed_ids", mmap=False),
             "metrics": [{s: r.read_json("metrics")[s] for s in ("val", "test")} for r in (analysis, run, control)]}
 
 

@@ -148,7 +148,8 @@ def member_model(run: Run, data: Dataset, cfg: AnalysisConfig, t: int, subset: n
                  device: torch.device, report: Reporter) -> tuple[torch.nn.Module, float]:
     """Member t trained on `subset` and its training seconds; reused once its marker exists."""
     if stages.is_done(run, f"member_{t}"):
-        return load_checkpoint(run.file(f"ensemble/model_{t}.pt"), device), stages.info(run, f"member_{t}")["seconds"]
+        seconds = stages.info(run, f"member_{t}")["seconds"]
+        return load_checkpoint(run.file(f"ensemble/model_{t}.pt"), device), seconds
     member_cfg = replace(cfg, model=proxy_model_config(cfg.model, cfg.trak.proxy_width))
     run.write_array(f"ensemble/subset_{t}", subset)
     member = fit(data, data.idx("train")[subset], member_cfg, replace(cfg.train, seed=member_seed(cfg, t)),
