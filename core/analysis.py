@@ -58,7 +58,7 @@ def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, 
     check_analysis(cfg, store.workdir / "cache")
     resumable = store.find_resumable("analysis", config) if reuse else None
     if resumable is not None:
-        return jobs.resume(resumable, inline=inline)
+        return jobs.resume_or_join(resumable, inline=inline)
     run = create_analysis_run(store, cfg)
     if inline:
         jobs.run_inline(run, TARGET)

@@ -65,7 +65,7 @@ def start_debias(store: RunStore, analysis_id: str, method: str, params: dict | 
             return found
     resumable = store.find_resumable("debias", config, parent=analysis_id)
     if resumable is not None:
-        return jobs.resume(resumable, inline=inline)
+        return jobs.resume_or_join(resumable, inline=inline)
     run = create_debias_run(store, analysis_id, method, params, control)
     if inline:
         jobs.run_inline(run, TARGET)

@@ -85,6 +85,17 @@ def resume(run: Run, inline: bool = False, report: ReportFn | None = None) -> Ru
     return run
 
 
+def resume_or_join(run: Run, inline: bool = False) -> Run:
+    """Resume `run`, or, when another process (a second click or CLI) resumed it a moment
+    earlier, return it to be followed instead of failing."""
+    try:
+        return resume(run, inline=inline)
+    except ValueError:
+        if not inline and is_active(run.status()):
+            return run
+        raise
+
+
 def run_inline(run: Run, target: str, report: ReportFn | None = None) -> None:
     """Run `target` in this process with the same status bookkeeping as a job.
 

@@ -210,3 +210,17 @@ def test_child_exit_codes(store):
     failed = child(str(run.path), f"{T}:boom")
     assert failed.returncode == 1 and "ValueError: boom" in failed.stderr
     assert run.status()["state"] == "failed"
+
+
+def test_two_resumes_at_once_one_runs_the_other_joins(store):
+    run = store.create("sleepy", {})
+    jobs.start(run, f"{T}:sleepy")
+    wait_until(run, lambda s: s["state"] == "running")
+    jobs.cancel(run, grace=10)
+    assert jobs.resume_or_join(run) is run  # resumed
+    pid = run.status()["pid"]
+    assert jobs.resume_or_join(run) is run and run.status()["pid"] == pid  # joined, not started twice
+    with pytest.raises(ValueError, match="only a failed or cancelled run can be resumed"):
+        jobs.resume(run)
+    assert run.status()["resumed"] == 1
+    jobs.cancel(run, grace=10)
