@@ -7,6 +7,7 @@ Artifacts of an analysis run (beside its config.json):
   scores.npy   (val x train, τ averaged over the T models; memory-mapped)
   alignment.npy (D3M, true validation groups), auto.json + auto_*.npy (Auto-D3M)
   subpopulations.csv
+  stages/<name>.json: completion markers (ids, erm, member_<t>, scores) a resume trusts
 """
 from __future__ import annotations
 

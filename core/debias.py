@@ -3,6 +3,7 @@
 Artifacts of a debias run (beside its config.json):
   model.pt, metrics.json (val/test metrics, n_removed, steps, seconds, method info),
   removed_ids.npy (example ids = 0-based metadata.csv rows), removed.csv (id, filename, class, group, attributes)
+  stages/method.json: the method's completion marker (a resume only redoes the random control)
 A removal method's run also gets a random-control run removing as many examples
 (config `control_of` names the run it controls).
 """
