@@ -7,6 +7,7 @@ Artifacts of an analysis run (beside its config.json):
   scores.npy   (val x train, τ averaged over the T models; memory-mapped)
   alignment.npy (D3M, true validation groups), auto.json + auto_*.npy (Auto-D3M)
   subpopulations.csv
+  stages/<name>.json: completion markers (ids, erm, member_<t>, scores) a resume trusts
 """
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import jobs, selection
+from core import jobs, selection, stages
 from core.attribution.trak import model_scores, proxy_model_config
-from core.checkpoints import save_checkpoint
+from core.checkpoints import load_checkpoint, save_checkpoint
 from core.config import AnalysisConfig, from_dict, to_dict
 from core.io import write_csv_atomic
 from core.dataset import Dataset, load_dataset
 from core.metrics import group_metrics
 from core.models import pick_device
+from core.preflight import check_analysis
 from core.progress import Reporter, scaled
 from core.runs import Run, RunStore
 from core.training import cross_entropy_np, fit, predict_logits
@@ -42,15 +44,22 @@ def create_analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
 def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, inline: bool = False) -> Run:
     """The one way to get an analysis for `cfg` (CLI, pages, benchmarks, studies).
 
-    With `reuse`, a finished analysis with exactly this config is returned as it is, and one
-    still running is returned to be followed (a restart or a second click loses nothing and
-    starts nothing twice). Otherwise a new run is created and started: as a background job, or
-    in this process with `inline` (it has finished, or raised, when this returns).
+    With `reuse`, a finished analysis with exactly this config is returned as it is, one
+    still running is returned to be followed, and one that failed, was cancelled or died is
+    resumed in its folder from its last finished stage (a restart or a second click loses
+    nothing and starts nothing twice). Otherwise the config and dataset are checked (every
+    image decoded) before a new run is created and started: as a background job, or in this
+    process with `inline` (it has finished, or raised, when this returns).
     """
+    config = to_dict(cfg)
     if reuse:
-        found = store.find_done("analysis", to_dict(cfg)) or store.find_active("analysis", to_dict(cfg))
+        found = store.find_done("analysis", config) or store.find_active("analysis", config)
         if found is not None:
             return found
+    check_analysis(cfg, store.workdir / "cache")
+    resumable = store.find_resumable("analysis", config) if reuse else None
+    if resumable is not None:
+        return jobs.resume_or_join(resumable, inline=inline)
     run = create_analysis_run(store, cfg)
     if inline:
         jobs.run_inline(run, TARGET)
@@ -79,54 +88,106 @@ def evaluate(model: torch.nn.Module, data: Dataset, device: torch.device) -> dic
 
 
 def run_analysis(run: Run, report: Reporter) -> None:
-    """Job target: ERM, the T-model TRAK ensemble, then D3M/Auto-D3M/subpopulation tables."""
+    """Job target: ERM, the T-model TRAK ensemble, then D3M/Auto-D3M/subpopulation tables.
+
+    Rerun on the same folder (core.jobs.resume), it skips every finished stage (ERM model,
+    ensemble members, complete feature stores, scores) and gives the uninterrupted result."""
     cfg = from_dict(AnalysisConfig, run.config())
     device = pick_device(cfg.train.device)
     data = load_run_dataset(cfg, run, report)
-    train_idx, val_idx = data.idx("train"), data.idx("val")
-    for split in ("train", "val", "test"):
-        run.write_array(f"{split}_ids", data.idx(split))
-    timings = {}
-    erm = fit(data, train_idx, cfg, cfg.train, device, scaled(report, "ERM "))
-    save_checkpoint(run.file("erm/model.pt"), erm.model, cfg)
-    ev = evaluate(erm.model, data, device)
+    write_ids(run, data)
+    train_idx = data.idx("train")
+    erm_model, erm_info = erm_stage(run, data, cfg, device, report)
+    ev = evaluate(erm_model, data, device)
     for split in ("val", "test"):
         run.write_array(f"erm_logits_{split}", ev.pop(f"logits_{split}"))
-    timings["erm_train"] = erm.seconds
+    timings = {"erm_train": erm_info["seconds"]}
     scores = ensemble_scores(run, data, cfg, device, report, timings)
     write_selections(run, data, scores, run.read_array("erm_logits_val"))
-    epochs_done = erm.steps / math.ceil(len(train_idx) / cfg.train.batch_size)
-    run.write_json("metrics", {**ev, "steps": erm.steps, "epoch_seconds": erm.seconds / epochs_done,
-                               "timings": timings, "device": str(device)})
+    epochs_done = erm_info["steps"] / math.ceil(len(train_idx) / cfg.train.batch_size)
+    run.write_json("metrics", {**ev, "steps": erm_info["steps"], "timings": timings, "device": str(device),
+                               "epoch_seconds": erm_info["seconds"] / epochs_done})
+
+
+def write_ids(run: Run, data: Dataset) -> None:
+    """The split ids; on a resume whose dataset changed meanwhile, every stage is forgotten."""
+    if stages.is_done(run, "ids") and not all(
+            np.array_equal(run.read_array(f"{split}_ids"), data.idx(split)) for split in ("train", "val", "test")):
+        stages.forget(run, "erm", "ensemble")
+    for split in ("train", "val", "test"):
+        run.write_array(f"{split}_ids", data.idx(split))
+    stages.mark_done(run, "ids")
+
+
+def erm_stage(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.device,
+              report: Reporter) -> tuple[torch.nn.Module, dict]:
+    """The ERM model and {steps, seconds}: the checkpoint of a finished ERM stage is reused."""
+    if stages.is_done(run, "erm"):
+        report("ERM model reused", 1, 1)
+        return load_checkpoint(run.file("erm/model.pt"), device), stages.info(run, "erm")
+    erm = fit(data, data.idx("train"), cfg, cfg.train, device, scaled(report, "ERM "))
+    save_checkpoint(run.file("erm/model.pt"), erm.model, cfg)
+    details = {"steps": erm.steps, "seconds": erm.seconds}
+    stages.mark_done(run, "erm", details)
+    return erm.model, details
+
+
+def member_subsets(cfg: AnalysisConfig, n_train: int) -> list[np.ndarray]:
+    """Each member's training subset (train-split positions): one generator seeded by
+    cfg.train.seed draws them in member order, so member t's subset is the same whether or
+    not members before it are reused on a resume."""
+    rng = np.random.default_rng(cfg.train.seed)
+    n_sub = max(1, round(cfg.trak.subset_fraction * n_train))
+    return [np.sort(rng.choice(n_train, n_sub, replace=False)) for _ in range(cfg.trak.n_models)]
+
+
+def member_seed(cfg: AnalysisConfig, t: int) -> int:
+    return cfg.train.seed * 1000 + t + 1
+
+
+def member_model(run: Run, data: Dataset, cfg: AnalysisConfig, t: int, subset: np.ndarray,
+                 device: torch.device, report: Reporter) -> tuple[torch.nn.Module, float]:
+    """Member t trained on `subset` and its training seconds; reused once its marker exists."""
+    if stages.is_done(run, f"member_{t}"):
+        seconds = stages.info(run, f"member_{t}")["seconds"]
+        return load_checkpoint(run.file(f"ensemble/model_{t}.pt"), device), seconds
+    member_cfg = replace(cfg, model=proxy_model_config(cfg.model, cfg.trak.proxy_width))
+    run.write_array(f"ensemble/subset_{t}", subset)
+    member = fit(data, data.idx("train")[subset], member_cfg, replace(cfg.train, seed=member_seed(cfg, t)),
+                 device, report)
+    save_checkpoint(run.file(f"ensemble/model_{t}.pt"), member.model, member_cfg)
+    stages.mark_done(run, f"member_{t}", {"seconds": member.seconds})
+    return member.model, member.seconds
 
 
 def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.device,
                     report: Reporter, timings: dict) -> np.ndarray:
     """τ averaged over T models, each trained on a random `subset_fraction` of train
-    (with trak.proxy_width > 1: narrower proxy models of the configured architecture)."""
+    (with trak.proxy_width > 1: narrower proxy models of the configured architecture).
+
+    The sum is rebuilt from zero on a resume: finished members are loaded, their complete
+    feature stores reused, only the cheap target scoring runs again."""
+    if stages.is_done(run, "scores"):
+        timings.update(stages.info(run, "scores"))
+        return run.read_array("scores")
     train_idx, val_idx = data.idx("train"), data.idx("val")
     t_cfg = cfg.trak
     out = np.lib.format.open_memmap(run.file("scores.npy"), mode="w+", dtype=np.float32,
                                     shape=(len(val_idx), len(train_idx)))
-    rng = np.random.default_rng(cfg.train.seed)
-    member_cfg = replace(cfg, model=proxy_model_config(cfg.model, t_cfg.proxy_width))
-    timings.update(ensemble_train=0.0, featurize=0.0)
-    for t in range(t_cfg.n_models):
+    times = {"ensemble_train": 0.0, "featurize": 0.0}
+    for t, subset in enumerate(member_subsets(cfg, len(train_idx))):
         prefix = f"model {t + 1}/{t_cfg.n_models}: "
-        n_sub = max(1, round(t_cfg.subset_fraction * len(train_idx)))
-        subset = np.sort(rng.choice(len(train_idx), n_sub, replace=False))
-        run.write_array(f"ensemble/subset_{t}", subset)
-        seed = cfg.train.seed * 1000 + t + 1
-        member = fit(data, train_idx[subset], member_cfg, replace(cfg.train, seed=seed), device,
-                     scaled(report, prefix))
-        save_checkpoint(run.file(f"ensemble/model_{t}.pt"), member.model, member_cfg)
-        timings["ensemble_train"] += member.seconds
+        model, seconds = member_model(run, data, cfg, t, subset, device, scaled(report, prefix))
+        times["ensemble_train"] += seconds
         start = time.perf_counter()
-        model_scores(member.model, data.images, data.labels, train_idx, val_idx, t_cfg, seed, device,
+        model_scores(model, data.images, data.labels, train_idx, val_idx, t_cfg, member_seed(cfg, t), device,
                      run.file(f"ensemble/features_{t}"), out, weight=1.0 / t_cfg.n_models,
                      model_id=f"{run.id}/model_{t}", report=scaled(report, prefix))
-        timings["featurize"] += time.perf_counter() - start
+        times["featurize"] += time.perf_counter() - start
     out.flush()
+    del out
+    stages.mark_done(run, "scores", times)
+    timings.update(times)
     return run.read_array("scores")
 
 

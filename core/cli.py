@@ -1,13 +1,14 @@
 """The `d3m` command: the same job calls as the dashboard, with progress bars.
 
     d3m pipeline [--data DIR] [--workdir DIR] [--method d3m|auto-d3m|random|jtt|dfr|...] [--k N] ...
-    d3m analyze | debias | runs | show RUN | export RUN --out FILE | cancel RUN | validate
+    d3m analyze | debias | runs | show RUN | export RUN --out FILE | cancel RUN | resume RUN | validate
     d3m import waterbirds --src DIR | d3m import celeba --src DIR --target T --spurious S [--age-subsample]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,10 +17,13 @@ from tqdm import tqdm
 from core import jobs
 from core.attribution.gradients import FEATURIZERS
 from core.analysis import start_analysis
-from core.config import DEFAULT_DATA, AnalysisConfig, TrainConfig, TrakConfig, analysis_config, to_dict
+from core.config import DEFAULT_DATA, AnalysisConfig, TrainConfig, TrakConfig, analysis_config
 from core.dataset import validate_dataset
+from core.dataset_errors import DatasetError
+from core.preflight import check_analysis, check_params
+from core.errors import check_workdir, describe
 from core.debias import start_debias
-from core.methods import METHODS, get_method
+from core.methods import METHODS
 from core.progress import progress_text
 from core.runs import Run, RunStore
 from core.summary import pipeline_summary, runs_frame
@@ -35,18 +39,15 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
 
 
 def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
-    """Reuse a finished analysis with the same config (a restart loses nothing), else run one.
-
-    The dataset is checked first (without decoding images: the job does that), so a bad
-    folder is reported before any run is created."""
-    issues = validate_dataset(cfg.data.root, cfg.data.group_attribute, check_images=False,
-                              metadata=cfg.data.metadata)
-    if issues:
-        raise SystemExit("\n".join(map(str, issues[:20])) + f"\n{len(issues)} problem(s): nothing was run")
+    """Reuse a finished analysis with the same config (a restart loses nothing), resume one
+    that died, else run one; settings and dataset (every image) are checked before any run
+    folder is created."""
     run = start_analysis(store, cfg)
     if run.status().get("state") == "done":
         print(f"reusing analysis {run.id}", file=sys.stderr)
         return run
+    if run.status().get("resumed"):
+        print(f"resuming analysis {run.id} from its last finished stage", file=sys.stderr)
     return follow(run)
 
 
@@ -85,8 +86,10 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     store = RunStore(args.workdir)
     method = args.method.replace("-", "_")
     params = method_params(args)
-    get_method(method).resolve(params)  # a bad option fails now, not after the analysis
-    analysis = find_or_start_analysis(store, config_from_args(args))
+    cfg = config_from_args(args)
+    data = check_analysis(cfg, store.workdir / "cache")  # a bad option, k or image fails now,
+    check_params(method, params, len(data.idx("train")), data.idx("train"))  # not after the analysis
+    analysis = find_or_start_analysis(store, cfg)
     if method == "random" and args.k is None:
         params["k"] = int((analysis.read_array("alignment") < 0).sum())
     run = follow_debias(store, analysis.id, method, params)
@@ -145,6 +148,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def cmd_resume(args: argparse.Namespace) -> None:
+    """Resume a failed, cancelled or dead run from its last finished stage and follow it."""
+    store = RunStore(args.workdir)
+    run = follow(jobs.resume(store.get(args.run)))
+    print(json.dumps(pipeline_summary(store, run)) if run.kind == "debias" else run.id)
+
+
 def cmd_cancel(args: argparse.Namespace) -> None:
     print(jobs.cancel(RunStore(args.workdir).get(args.run))["state"])
 
@@ -183,6 +193,7 @@ def method_choices() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="d3m", description="Data debiasing with D3M / Auto-D3M and TRAK.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or D3M_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -230,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the methods and their options (--param NAME=VALUE)").set_defaults(
         func=cmd_methods)
     for name, func, hlp in (("show", cmd_show, "show a run's config, status and metrics"),
-                            ("cancel", cmd_cancel, "cancel a running job")):
+                            ("cancel", cmd_cancel, "cancel a running job"),
+                            ("resume", cmd_resume, "resume a failed, cancelled or dead run from its last "
+                                                   "finished stage")):
         p = common(sub.add_parser(name, help=hlp))
         p.add_argument("run")
         p.set_defaults(func=func)
@@ -256,12 +269,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WRITES = {"pipeline", "analyze", "debias", "resume", "cancel"}  # commands that write into the workdir
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run a command; any error is one line on stderr (exit 1), the traceback only with
+    --debug or D3M_DEBUG=1; a closed pipe (`d3m runs | head`) ends quietly."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("D3M_DEBUG", "") not in ("", "0")
     try:
+        if hasattr(args, "workdir"):
+            check_workdir(args.workdir, write=args.command in WRITES)
         args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}")
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if debug:
+            raise
+        nothing = "\nnothing was run" if isinstance(exc, DatasetError) else ""
+        raise SystemExit(f"error: {describe(exc)}{nothing}") from None
 
 
 if __name__ == "__main__":

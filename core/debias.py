@@ -3,6 +3,7 @@
 Artifacts of a debias run (beside its config.json):
   model.pt, metrics.json (val/test metrics, n_removed, steps, seconds, method info),
   removed_ids.npy (example ids = 0-based metadata.csv rows), removed.csv (id, filename, class, group, attributes)
+  stages/method.json: the method's completion marker (a resume only redoes the random control)
 A removal method's run also gets a random-control run removing as many examples
 (config `control_of` names the run it controls).
 """
@@ -12,13 +13,14 @@ import time
 
 import numpy as np
 
-from core import jobs
+from core import jobs, stages
 from core.analysis import evaluate, load_run_dataset, workdir_of
 from core.checkpoints import save_checkpoint
 from core.config import AnalysisConfig, from_dict
 from core.io import write_csv_atomic
 from core.methods import MethodContext, get_method
 from core.models import pick_device
+from core.preflight import check_params
 from core.progress import Reporter, scaled
 from core.runs import Run, RunStore
 
@@ -33,7 +35,9 @@ def debias_config(store: RunStore, analysis_id: str, method: str, params: dict |
     analysis = store.get(analysis_id)
     if analysis.status().get("state") != "done":
         raise ValueError(f"analysis {analysis_id} is not finished (state {analysis.status().get('state')})")
-    return {"analysis": analysis_id, "method": m.name, "params": m.resolve(dict(params or {})),
+    train_ids = analysis.read_array("train_ids")
+    resolved = check_params(m.name, dict(params or {}), len(train_ids), train_ids)
+    return {"analysis": analysis_id, "method": m.name, "params": resolved,
             "control": bool(control and m.removes and m.name != "random"), "control_of": control_of}
 
 
@@ -49,15 +53,20 @@ def start_debias(store: RunStore, analysis_id: str, method: str, params: dict | 
                  control: bool = True, reuse: bool = False, inline: bool = False) -> Run:
     """The one way to run a method on an analysis (CLI, pages, benchmarks, studies).
 
-    With `reuse`, a finished run with exactly this config is returned as it is (and one still
-    running, to be followed). Otherwise a new run is created and started as a background job,
-    or in this process with `inline`."""
+    Params are checked first (options, k and k sweep against the training split, flagged ids).
+    A run with exactly this config that failed, was cancelled or died is resumed from its last
+    finished stage (same seeds: the same result as a fresh run, sooner). With `reuse`, a
+    finished one is returned as it is (and one still running, to be followed). Otherwise a new
+    run is created and started as a background job, or in this process with `inline`."""
+    config = debias_config(store, analysis_id, method, params, control)
     if reuse:
-        config = debias_config(store, analysis_id, method, params, control)
         found = (store.find_done("debias", config, parent=analysis_id)
                  or store.find_active("debias", config, parent=analysis_id))
         if found is not None:
             return found
+    resumable = store.find_resumable("debias", config, parent=analysis_id)
+    if resumable is not None:
+        return jobs.resume_or_join(resumable, inline=inline)
     run = create_debias_run(store, analysis_id, method, params, control)
     if inline:
         jobs.run_inline(run, TARGET)
@@ -67,11 +76,25 @@ def start_debias(store: RunStore, analysis_id: str, method: str, params: dict | 
 
 
 def run_debias(run: Run, report: Reporter) -> None:
-    """Job target: method -> retrained model -> metrics and removed ids (-> random control)."""
+    """Job target: method -> retrained model -> metrics and removed ids (-> random control).
+
+    Rerun on the same folder (core.jobs.resume), a finished method stage is kept and only the
+    random control is resumed or run."""
     cfg = run.config()
     store = RunStore(workdir_of(run))
     analysis = store.get(cfg["analysis"])
     acfg = from_dict(AnalysisConfig, analysis.config())
+    if not stages.is_done(run, "method"):
+        run_method(run, analysis, acfg, report)
+    if cfg.get("control"):
+        removed_ids = run.read_array("removed_ids")
+        params = {"k": int(len(removed_ids)), "seed": int(cfg["params"].get("seed", acfg.train.seed))}
+        run_control(store, analysis, run, params, scaled(report, "random control: "))
+
+
+def run_method(run: Run, analysis: Run, acfg: AnalysisConfig, report: Reporter) -> None:
+    """The method's stage: retrained model, removed ids and metrics, then its marker."""
+    cfg = run.config()
     device = pick_device(acfg.train.device)
     data = load_run_dataset(acfg, run, report)
     if not np.array_equal(data.idx("train"), analysis.read_array("train_ids")):
@@ -91,8 +114,19 @@ def run_debias(run: Run, report: Reporter) -> None:
                                "n_removed": int(len(removed_ids)), "steps": result.steps,
                                "seed": int(cfg["params"].get("seed", acfg.train.seed)),
                                "seconds": seconds, "info": result.info})
-    if cfg.get("control"):
-        params = {"k": int(len(removed_ids)), "seed": int(cfg["params"].get("seed", acfg.train.seed))}
-        child = create_debias_run(store, analysis.id, "random", params, control_of=run.id)
-        jobs.run_inline(child, TARGET, report=scaled(report, "random control: "))
+    stages.mark_done(run, "method")
 
+
+def run_control(store: RunStore, analysis: Run, run: Run, params: dict, report: Reporter) -> None:
+    """The random control of `run` (removing as many examples): kept when finished, resumed
+    when it failed or died, else created, all in this process."""
+    for child in store.list("debias", parent=analysis.id):
+        if child.config().get("control_of") == run.id:
+            state = child.status().get("state")
+            if state == "done":
+                return
+            if state in jobs.RESUMABLE:
+                jobs.resume(child, inline=True, report=report)
+                return
+    child = create_debias_run(store, analysis.id, "random", params, control_of=run.id)
+    jobs.run_inline(child, TARGET, report=report)

@@ -18,11 +18,11 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from core.errors import describe_os_error, is_disk_full
 from core.progress import ReportFn
-from core.runs import ACTIVE_STATES, Run, RunStore, pid_alive, utcnow
+from core.runs import ACTIVE_STATES, Run, RunStore, pid_alive, reap, utcnow
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DIED = "job process died unexpectedly (see log.txt)"
 
 
 class JobCancelled(BaseException):
@@ -49,9 +49,51 @@ def start(run: Run, target: str) -> int:
         except OSError as exc:
             run.set_status(state="failed", error=f"could not start job: {exc}", finished_at=utcnow())
             raise
+    # Kept, so subprocess's own clean-up never reaps it: Run.status() does, and so learns
+    # the signal that killed it.
+    _CHILDREN[proc.pid] = proc
     # Only the pid is merged: the child may already have moved the state on to running.
     run.set_status(pid=proc.pid)
     return proc.pid
+
+
+RESUMABLE = ("failed", "cancelled")
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def resume(run: Run, inline: bool = False, report: ReportFn | None = None) -> Run:
+    """Run a failed or cancelled run's job again in its own folder; the target skips every
+    stage whose completion marker exists (core/stages.py). Two resumes at once: one wins, the
+    other gets a ValueError."""
+    target = run.status().get("target")  # live: a dead job is 'failed' by now
+    if not target:
+        raise ValueError(f"run {run.id} was never started: nothing to resume")
+
+    def reopen(status: dict) -> dict:
+        if status["state"] not in RESUMABLE:
+            raise ValueError(f"run {run.id} is {status['state']}: only a failed or cancelled run can be resumed")
+        return {"state": "queued", "target": None, "pid": None, "error": None, "traceback": None,
+                "finished_at": None, "resumed": int(status.get("resumed") or 0) + 1}
+
+    run.update_status(reopen)
+    for stale in run.path.rglob(".*.tmp"):  # an atomic write cut short: never part of a result
+        stale.unlink(missing_ok=True)
+    if inline:
+        run_inline(run, target, report)
+    else:
+        start(run, target)
+    return run
+
+
+def resume_or_join(run: Run, inline: bool = False) -> Run:
+    """Resume `run`, or, when another process (a second click or CLI) resumed it a moment
+    earlier, return it to be followed instead of failing."""
+    try:
+        return resume(run, inline=inline)
+    except ValueError:
+        if not inline and is_active(run.status()):
+            return run
+        raise
 
 
 def run_inline(run: Run, target: str, report: ReportFn | None = None) -> None:
@@ -94,21 +136,9 @@ def reporter(run: Run, min_interval: float = 0.5) -> ReportFn:
 
 
 def refresh(run: Run) -> dict:
-    """The run's status, marking it failed if its job process is gone without a word."""
-    status = run.status()
-    pid = status.get("pid")
-    if not is_active(status) or pid is None or pid == os.getpid():
-        return status  # finished, not started yet, or running inline right here
-    if not _gone(pid):
-        return status
-
-    def died(current: dict) -> dict | None:
-        # Re-checked under the lock: a job that just finished has written its state already.
-        if is_active(current) and current.get("pid") == pid:
-            return {"state": "failed", "error": DIED, "finished_at": utcnow()}
-        return None
-
-    return run.update_status(died)
+    """The run's live status (a dead job is marked failed first): `Run.status()`, the one
+    reader every view, page and command uses."""
+    return run.status()
 
 
 def wait(run: Run, on_status: Callable[[dict], None] | None = None, poll: float = 0.3,
@@ -180,10 +210,19 @@ def _execute(run: Run, target: str, report: ReportFn) -> None:
         run.set_status(state="cancelled", finished_at=utcnow())
         raise
     except Exception as exc:
-        run.set_status(state="failed", error=f"{type(exc).__name__}: {exc}",
+        run.set_status(state="failed", error=error_line(exc),
                        traceback=traceback.format_exc(), finished_at=utcnow())
         raise
     run.set_status(state="done", fraction=1.0, finished_at=utcnow())
+
+
+def error_line(exc: Exception) -> str:
+    """A failed run's error: file-system errors by kind and path (disk full, permission, ...),
+    others as `Type: message`."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return describe_os_error(exc) + (" (earlier artifacts are intact; free space and resume the run)"
+                                         if is_disk_full(exc) else "")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _resolve(target: str) -> Callable:
@@ -228,12 +267,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def _gone(pid: int) -> bool:
-    """Whether the job process has exited; reaps it first if it is our own child, since
-    the launching process never waits on it and it would otherwise linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not our child (another process started it): nothing to reap
-        pass
+    """Whether the job process has exited (reaped first if it is our own child)."""
+    reap(pid)
     return not pid_alive(pid)
 
 

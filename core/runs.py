@@ -12,6 +12,8 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +33,54 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def utcnow() -> str:
     """Now as an ISO-8601 UTC string (microseconds, so creation order sorts as text)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def reap(pid: int) -> int | None:
+    """The wait status of `pid` if it is our own child and has exited (reaping it, so it
+    does not linger as a zombie); None if it runs or is not our child."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):  # not our child: another process started it
+        return None
+    if done == 0:
+        return None
+    _EXIT_STATUS[pid] = status
+    return status
+
+
+def _reap_exited(pid: int, tries: int = 20) -> int | None:
+    """The wait status of an exited child of ours (it may take a moment to become reapable);
+    None at once if it is not our child."""
+    for _ in range(tries):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except (ChildProcessError, OSError):
+            return _EXIT_STATUS.get(pid)
+        if done:
+            _EXIT_STATUS[pid] = status
+            return status
+        time.sleep(0.01)
+    return None
+
+
+_EXIT_STATUS: dict[int, int] = {}  # pids reaped here, so a later refresh still knows the signal
+
+
+def died_message(pid: int, exit_status: int | None = None) -> str:
+    """ "job process died" with how, when this process reaped it (else: unknown)."""
+    exit_status = _EXIT_STATUS.get(pid) if exit_status is None else exit_status
+    if exit_status is not None and os.WIFSIGNALED(exit_status):
+        sig = os.WTERMSIG(exit_status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        how = f"killed by {name} (signal {sig})" + (", e.g. kill -9 or out of memory" if sig == 9 else "")
+    elif exit_status is not None and os.WIFEXITED(exit_status):
+        how = f"exited with code {os.WEXITSTATUS(exit_status)} without recording a result"
+    else:
+        how = "exit signal unknown: killed, out of memory or a reboot"
+    return f"job process died (pid {pid}, {how}); see log.txt"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -84,6 +134,31 @@ class Run:
         return read_json(self.path / "config.json")
 
     def status(self) -> dict:
+        """The run's status, live: a queued or running run whose job process is gone is
+        marked failed ("job process died", with the exit signal when it can be known) first.
+
+        Every reader (CLI, pages, sidebar, studies, reuse/resume) goes through here, so a
+        job killed by kill -9, the OOM killer or a reboot never shows as running.
+        """
+        status = self._read_status()
+        pid = status.get("pid")
+        if status.get("state") not in ACTIVE_STATES or pid is None or pid == os.getpid():
+            return status  # finished, not started yet, or running inline right here
+        exit_status = reap(pid)
+        if exit_status is None:
+            if pid_alive(pid):
+                return status
+            exit_status = _reap_exited(pid)
+
+        def died(current: dict) -> dict | None:
+            # Re-checked under the lock: a job that just finished has written its state already.
+            if current.get("state") in ACTIVE_STATES and current.get("pid") == pid:
+                return {"state": "failed", "error": died_message(pid, exit_status), "finished_at": utcnow()}
+            return None
+
+        return self.update_status(died)
+
+    def _read_status(self) -> dict:
         return read_json(self.path / "status.json")
 
     def update_status(self, change: Callable[[dict], dict | None]) -> dict:
@@ -94,7 +169,7 @@ class Run:
         e.g. a late progress report cannot undo a 'cancelled'.
         """
         with self._status_lock():
-            status = self.status()
+            status = self._read_status()
             fields = change(dict(status))
             if fields:
                 status.update(fields, updated_at=utcnow())
@@ -207,8 +282,15 @@ class RunStore:
     def find_active(self, kind: str, config: dict, parent: str | None = None) -> Run | None:
         """The newest queued or running run of this kind with exactly this config whose job is alive."""
         for run in reversed(self.list(kind, parent=parent)):
-            status = run.status()
-            if run.config() == config and status.get("state") in ACTIVE_STATES and pid_alive(status.get("pid")):
+            if run.config() == config and run.status().get("state") in ACTIVE_STATES:
+                return run
+        return None
+
+    def find_resumable(self, kind: str, config: dict, parent: str | None = None) -> Run | None:
+        """The newest failed or cancelled (or died) run of this kind with exactly this config."""
+        for run in reversed(self.list(kind, parent=parent)):
+            if run.config() == config and run.status().get("state") in ("failed", "cancelled") \
+                    and run.status().get("target"):
                 return run
         return None
 

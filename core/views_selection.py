@@ -1,4 +1,5 @@
-"""What the Extremes, Alignment and Subpopulations pages show, as plain data."""
+"""What the Extremes, Alignment and Subpopulations pages show, as plain data (read only:
+the user's choices are written by core/annotations.py)."""
 from __future__ import annotations
 
 import math
@@ -19,17 +20,6 @@ def pseudo_group_names(analysis: Run) -> list[str]:
     names = list(analysis.read_json("auto")["names"])
     renamed = persisted(analysis, "pseudo_group_names", {})
     return [renamed.get(str(g)) or name for g, name in enumerate(names)]
-
-
-def rename_pseudo_group(analysis: Run, group: int, name: str) -> list[str]:
-    """Store a new name for pseudo-group `group` (blank: back to the default); returns all names."""
-    renamed = dict(persisted(analysis, "pseudo_group_names", {}))
-    if name.strip():
-        renamed[str(group)] = name.strip()
-    else:
-        renamed.pop(str(group), None)
-    analysis.write_json("pseudo_group_names", renamed)
-    return pseudo_group_names(analysis)
 
 
 def class_extremes(data: Dataset, val_ids: np.ndarray, projection: np.ndarray, auto_groups: np.ndarray,
@@ -122,13 +112,6 @@ def ids_from_points(points: Iterable[dict]) -> list[int]:
     return sorted(set(ids))
 
 
-def update_id_set(analysis: Run, name: str, add: Iterable[int] = (), remove: Iterable[int] = ()) -> list[int]:
-    """Add/remove ids in a persisted id set of the analysis (e.g. 'flagged'); returns the set."""
-    ids = (set(persisted(analysis, name, [])) | {int(i) for i in add}) - {int(i) for i in remove}
-    analysis.write_json(name, sorted(ids))
-    return sorted(ids)
-
-
 def heatmap(subpop: pd.DataFrame, attribute: str, low_count: int = LOW_COUNT) -> dict[str, pd.DataFrame]:
     """Attribute value x class tables of mean A_i, counts, and which cells count < low_count."""
     rows = subpop[subpop["attribute"] == attribute]
@@ -149,16 +132,6 @@ def cell_ids(data: Dataset, train_ids: np.ndarray, cell: dict) -> np.ndarray:
     cls = data.class_names.index(cell["class"])
     mask = (meta[cell["attribute"]].astype(str).to_numpy() == str(cell["value"])) & (data.labels[train_ids] == cls)
     return train_ids[mask]
-
-
-def toggle_cell(analysis: Run, cell: dict, excluded: bool) -> list[dict]:
-    """Mark a subpopulation cell excluded (or not) in excluded_cells.json; returns all excluded cells."""
-    cell = {"attribute": cell["attribute"], "value": str(cell["value"]), "class": cell["class"]}
-    cells = [c for c in persisted(analysis, "excluded_cells", []) if c != cell]
-    if excluded:
-        cells.append(cell)
-    analysis.write_json("excluded_cells", cells)
-    return cells
 
 
 def histogram(values: np.ndarray, colors: np.ndarray, bins: int = 40) -> pd.DataFrame:

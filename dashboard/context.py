@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import views, views_selection
+from core import paths, views, views_selection
 from core.config import DEFAULT_DATA, DataConfig, analysis_config, from_dict
 from core.dataset import Dataset, DatasetIssue, load_dataset, metadata_path, validate_dataset
 from core.runs import Run, RunStore
@@ -40,6 +40,15 @@ def _validate(root: str, group_attribute: str | None, csv_mtime: float) -> list[
     return validate_dataset(root, group_attribute, check_images=False)
 
 
+def _confined(text: str, box: str) -> Path:
+    """The path typed in a box, inside D3M_DATA_ROOT when set; else an error and stop."""
+    try:
+        return paths.confine(text, box)
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
 def sidebar() -> Ctx:
     """Render the sidebar and return what the pages work on (also kept in session state)."""
     with st.sidebar:
@@ -47,11 +56,13 @@ def sidebar() -> Ctx:
         root = st.text_input("Dataset folder", value=os.environ.get("D3M_DATA", DEFAULT_DATA), key="data_root",
                              help="A folder with metadata.csv (filename, label, split[, group], attributes) "
                                   "and the images it names.").strip()
+        root = str(_confined(root, "Dataset folder"))
         group_attribute = st.text_input(
             "Group attribute (optional)", key="group_attribute",
             help="Groups are (class, this attribute) when metadata.csv has no 'group' column.").strip() or None
-        workdir = Path(st.text_input("Work directory", value=os.environ.get("D3M_WORKDIR", "workdir"),
-                                     key="workdir", help="Where analyses and runs are stored.").strip())
+        workdir = _confined(st.text_input("Work directory", value=os.environ.get("D3M_WORKDIR", "workdir"),
+                                          key="workdir", help="Where analyses and runs are stored."),
+                            "Work directory")
         issues = _validate(root, group_attribute, _mtime(metadata_path(root)))
         if issues:
             st.error(f"This dataset folder cannot be used: {len(issues)} problem(s). See the Data page.")

@@ -8,6 +8,7 @@ import streamlit as st
 from core import jobs, views
 from core.analysis import start_analysis
 from core.config import AnalysisConfig, analysis_config
+from core.errors import describe
 from core.runs import Run, RunStore
 from dashboard.context import Ctx
 
@@ -33,11 +34,28 @@ def progress_panel(workdir: str, run_id: str, title: str) -> None:
 
 
 def show_failure(run: Run) -> None:
+    """A failed or cancelled run's error, with a Resume button (from its last finished stage)."""
     info = views.job_progress(run, run.status())
+    if info["state"] not in jobs.RESUMABLE:
+        return
+    left, right = st.columns([5, 1])
     if info["state"] == "failed":
-        st.error(f"The {run.kind} run {run.id} failed: {info['error']}\n\nLog: `{info['log']}`")
-    elif info["state"] == "cancelled":
-        st.warning(f"The {run.kind} run {run.id} was cancelled.")
+        left.error(f"The {run.kind} run {run.id} failed: {info['error']}\n\nLog: `{info['log']}`")
+    else:
+        left.warning(f"The {run.kind} run {run.id} was cancelled.")
+    if right.button("Resume", key=f"resume-{run.id}", help="Continue from its last finished stage."):
+        attempt(jobs.resume, run)
+        st.rerun()
+
+
+def attempt(action, *args, **kwargs):
+    """Call `action`; an error is shown in one line (what failed and the path or value at
+    fault) and the page stops, instead of a traceback."""
+    try:
+        return action(*args, **kwargs)
+    except Exception as exc:
+        st.error(describe(exc))
+        st.stop()
 
 
 def analysis_starter(ctx: Ctx, label: str = "Start analysis") -> None:
@@ -53,7 +71,8 @@ def analysis_starter(ctx: Ctx, label: str = "Start analysis") -> None:
     if st.button(label, type="primary", key="start_analysis"):
         cfg = analysis_config(ctx.data_root, ctx.group_attribute, n_models=int(n_models), epochs=int(epochs),
                                     image_size=int(image_size), proj_dim=int(proj_dim))
-        start_analysis(ctx.store, cfg)
+        with st.spinner("Checking the settings and every image…"):
+            attempt(start_analysis, ctx.store, cfg)
         st.rerun()
 
 

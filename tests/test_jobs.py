@@ -75,8 +75,34 @@ def test_killed_job_detected_as_failed(store):
     os.kill(pid, signal.SIGKILL)
     status = wait_until(run, lambda s: not jobs.is_active(s))
     assert status["state"] == "failed"
-    assert status["error"] == jobs.DIED
+    assert status["error"].startswith(f"job process died (pid {pid}, killed by SIGKILL (signal 9)")
     assert not pid_alive(pid)
+
+
+def test_dead_job_is_failed_for_every_reader(store, capsys):
+    """A job killed by a process that is not its parent (here: its launcher is gone too)
+    shows failed in the run list, in `d3m show` and to find_active, and its signal is unknown."""
+    run = store.create("sleepy", {})
+    launcher = subprocess.run(
+        [sys.executable, "-c", "import sys; from core import jobs; from core.runs import RunStore; "
+         "r = RunStore(sys.argv[1]).get(sys.argv[2]); print(jobs.start(r, 'tests.job_targets:sleepy'))",
+         str(store.workdir), run.id], capture_output=True, text=True, check=True,
+        env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    pid = int(launcher.stdout.split()[-1])
+    wait_until(run, lambda s: s["state"] == "running")
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid):  # reaped by init, not by us
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    from core.cli import main
+    from core.summary import runs_frame
+    main(["show", run.id, "--workdir", str(store.workdir)])
+    assert '"state": "failed"' in capsys.readouterr().out
+    assert runs_frame(store).set_index("run").loc[run.id, "state"] == "failed"
+    assert store.find_active("sleepy", {}) is None
+    error = run.status()["error"]
+    assert error.startswith(f"job process died (pid {pid}") and "unknown" in error
 
 
 @pytest.mark.parametrize("target, message", [
@@ -184,3 +210,17 @@ def test_child_exit_codes(store):
     failed = child(str(run.path), f"{T}:boom")
     assert failed.returncode == 1 and "ValueError: boom" in failed.stderr
     assert run.status()["state"] == "failed"
+
+
+def test_two_resumes_at_once_one_runs_the_other_joins(store):
+    run = store.create("sleepy", {})
+    jobs.start(run, f"{T}:sleepy")
+    wait_until(run, lambda s: s["state"] == "running")
+    jobs.cancel(run, grace=10)
+    assert jobs.resume_or_join(run) is run  # resumed
+    pid = run.status()["pid"]
+    assert jobs.resume_or_join(run) is run and run.status()["pid"] == pid  # joined, not started twice
+    with pytest.raises(ValueError, match="only a failed or cancelled run can be resumed"):
+        jobs.resume(run)
+    assert run.status()["resumed"] == 1
+    jobs.cancel(run, grace=10)

@@ -2,12 +2,15 @@
 beside a metadata.json that names the config that made them and refuses to be reused under
 another.
 
-Features are written in chunks of `chunk_size` rows while ΦᵀΦ is accumulated on the fly, and
+Features are written in chunks of `chunk_size` rows while ΦᵀΦ is accumulated on the fly (a
+finished chunk is kept across a kill or a full disk and reused by the rerun), and
 read back in chunks with plain file reads (not a memory map, whose pages would count towards
 the process's resident memory), so peak memory is set by the chunk size, not by n.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -83,25 +86,63 @@ def _open(folder: Path, meta: dict) -> TrainFeatures:
 def _write(path: Path, model: nn.Module, featurizer, images: np.ndarray, idx: np.ndarray,
            labels: np.ndarray, batch_size: int, chunk_size: int, device: torch.device,
            report: Reporter) -> tuple[np.ndarray, np.ndarray]:
-    """Stream features to `path` (a .npy file) in chunks; return (ΦᵀΦ, p)."""
-    k = featurizer.dim
+    """Stream features to `path` (a .npy file) in chunks; return (ΦᵀΦ, p).
+
+    Rows go to their place in `features.tmp`; once a chunk's rows are on disk (fsync), its
+    probabilities are written atomically as `chunks-<rows per chunk>/p_<first row>.npy`, the
+    chunk's completion marker. A rerun after a kill or a full disk reads finished chunks back
+    instead of featurizing them again; ΦᵀΦ is accumulated in the same order either way, so
+    the result is the same. Rows without a marker are never trusted."""
+    k, n = featurizer.dim, len(idx)
+    step = max(batch_size, chunk_size // batch_size * batch_size)  # whole batches per chunk
+    tmp, done = path.with_suffix(".tmp"), path.parent / f"chunks-{step}"
+    for other in path.parent.glob("chunks-*"):
+        if other != done:
+            shutil.rmtree(other)
+    if not done.is_dir():
+        tmp.unlink(missing_ok=True)
+    done.mkdir(exist_ok=True)
     gram = np.zeros((k, k), np.float64)
-    probs = np.zeros(len(idx), np.float32)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
+    probs = np.zeros(n, np.float32)
+    with open(tmp, "r+b" if tmp.exists() else "w+b") as fh:
+        offset = _header(fh, n, k)
+        for start in range(0, n, step):
+            rows, marker = min(step, n - start), done / f"p_{start}.npy"
+            fh.seek(offset + start * k * 4)
+            if marker.exists():
+                block = np.fromfile(fh, np.float32, rows * k).reshape(rows, k)
+                probs[start:start + rows] = np.load(marker)
+                report("featurizing (chunk reused)", start + rows, n)
+            else:
+                block = np.zeros((rows, k), np.float32)
+                probs[start:start + rows] = featurize(
+                    model, featurizer, images, idx[start:start + rows], labels, batch_size, device,
+                    _offset(report, start, n), out=block)
+                fh.write(block.tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+                write_npy_atomic(marker, probs[start:start + rows])
+            accumulate(gram, block)
+    tmp.replace(path)
+    shutil.rmtree(done)
+    return gram, probs
+
+
+def _header(fh, n: int, k: int) -> int:
+    """Write the .npy header of an (n, k) float32 array into a new file, or skip the one
+    already there; returns where the rows begin."""
+    fh.seek(0, os.SEEK_END)
+    if fh.tell() == 0:
         np.lib.format.write_array_header_1_0(
             fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                 "shape": (len(idx), k)})
-        step = max(batch_size, chunk_size // batch_size * batch_size)  # whole batches per chunk
-        for start in range(0, len(idx), step):
-            block = np.zeros((min(step, len(idx) - start), k), np.float32)
-            probs[start:start + len(block)] = featurize(
-                model, featurizer, images, idx[start:start + len(block)], labels, batch_size, device,
-                _offset(report, start, len(idx)), out=block)
-            accumulate(gram, block)
-            fh.write(block.tobytes())
-    tmp.replace(path)
-    return gram, probs
+                 "shape": (n, k)})
+        return fh.tell()
+    fh.seek(0)
+    np.lib.format.read_magic(fh)
+    shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+    if tuple(shape) != (n, k):
+        raise ValueError(f"{fh.name}: partial features of shape {shape}, expected {(n, k)}")
+    return fh.tell()
 
 
 def _offset(report: Reporter, start: int, total: int) -> Reporter:

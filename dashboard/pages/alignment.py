@@ -3,7 +3,7 @@ import numpy as np
 import plotly.express as px
 import streamlit as st
 
-from core import views, views_selection as vs
+from core import annotations, views, views_selection as vs
 from dashboard import context, jobs_panel, widgets
 
 PLOT_MAX = 5000  # points in the lasso plot: the most negative scores of the filtered examples
@@ -67,16 +67,16 @@ picked = rows["id"].iloc[selection.selection.rows].tolist() if selection else []
 
 b1, b2, b3, b4 = st.columns(4)
 if b1.button(f"Flag {len(picked) + len(lassoed)} selected", disabled=not (picked or lassoed), key="flag_selected"):
-    vs.update_id_set(analysis, "flagged", add=picked + lassoed)
+    annotations.update_id_set(analysis, "flagged", add=picked + lassoed)
     st.rerun()
 if b2.button(f"Flag all {len(shown):,} matching", key="flag_all", disabled=shown.empty):
-    vs.update_id_set(analysis, "flagged", add=shown["id"].tolist())
+    annotations.update_id_set(analysis, "flagged", add=shown["id"].tolist())
     st.rerun()
 if b3.button("Unflag selected", disabled=not (picked or lassoed), key="unflag_selected"):
-    vs.update_id_set(analysis, "flagged", remove=picked + lassoed)
+    annotations.update_id_set(analysis, "flagged", remove=picked + lassoed)
     st.rerun()
 if b4.button("Clear all flags", key="flag_clear"):
-    vs.update_id_set(analysis, "flagged", remove=views.persisted(analysis, "flagged", []))
+    annotations.update_id_set(analysis, "flagged", remove=views.persisted(analysis, "flagged", []))
     st.rerun()
 
 flagged = np.asarray(views.persisted(analysis, "flagged", []), dtype=np.int64)

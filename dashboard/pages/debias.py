@@ -62,13 +62,9 @@ control = st.checkbox("Also train a random control (removes as many random examp
 if not choice["available"]:
     st.warning(f"{choice['title']}: {choice['note']}.")
 if st.button("Retrain", type="primary", disabled=not (choice["available"] and seeds), key="debias_start"):
-    try:
-        for seed in seeds:
-            start_debias(ctx.store, analysis.id, name,
-                         vr.debias_params(choice, seed, k, k_sweep, flagged, cells, options), control=control)
-    except ValueError as exc:
-        st.error(str(exc))
-        st.stop()
+    for seed in seeds:
+        jobs_panel.attempt(start_debias, ctx.store, analysis.id, name,
+                           vr.debias_params(choice, seed, k, k_sweep, flagged, cells, options), control=control)
     st.rerun()
 
 for run in vr.active_runs(ctx.store, analysis.id):

@@ -2,7 +2,7 @@
 their attributions, the 35% split, and the examples at both poles."""
 import streamlit as st
 
-from core import views_selection as vs
+from core import annotations, views_selection as vs
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
@@ -58,7 +58,7 @@ with st.form(f"rename_{cls}"):
            for g in (2 * cls, 2 * cls + 1)}
     if st.form_submit_button("Save names"):
         for g, name in new.items():
-            vs.rename_pseudo_group(analysis, g, name)
+            annotations.rename_pseudo_group(analysis, g, name)
         st.rerun()
 match = auto.get("match", {})
 if match:

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import views, views_selection as vs
+from core import annotations, views, views_selection as vs
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
@@ -60,7 +60,7 @@ excluded = views.persisted(analysis, "excluded_cells", [])
 is_excluded = st.toggle("Exclude this subpopulation from training", value=chosen in excluded,
                         key=f"sub_exclude_{vs.cell_key(chosen)}")
 if is_excluded != (chosen in excluded):
-    excluded = vs.toggle_cell(analysis, chosen, is_excluded)
+    excluded = annotations.toggle_cell(analysis, chosen, is_excluded)
 widgets.image_grid(data, ids, key="sub_grid")
 
 st.subheader(f"Excluded subpopulations ({len(excluded)})")

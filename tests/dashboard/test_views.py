@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import views, views_runs as vr, views_selection as vs
+from core import annotations, views, views_runs as vr, views_selection as vs
 from core.config import analysis_config
 from core.dataset import validate_dataset
 from core.methods import METHODS
@@ -120,9 +120,10 @@ def test_class_extremes(tiny):
 def test_pseudo_group_rename_persists(fresh_choices):
     a = fresh_choices.analysis
     default = a.read_json("auto")["names"]
-    assert vs.rename_pseudo_group(a, 0, "  dark landbirds ") == ["dark landbirds", *default[1:]]
-    assert vs.pseudo_group_names(a)[0] == "dark landbirds"
-    assert vs.rename_pseudo_group(a, 0, "") == default
+    assert annotations.rename_pseudo_group(a, 0, "  dark landbirds ") == {"0": "dark landbirds"}
+    assert vs.pseudo_group_names(a) == ["dark landbirds", *default[1:]]
+    annotations.rename_pseudo_group(a, 0, "")
+    assert vs.pseudo_group_names(a) == default
 
 
 def test_train_table_filter_sort_page(tiny):
@@ -144,14 +145,14 @@ def test_train_table_filter_sort_page(tiny):
 
 def test_flagged_and_excluded_sets_persist(fresh_choices):
     a = fresh_choices.analysis
-    assert vs.update_id_set(a, "flagged", add=[5, 3, 5]) == [3, 5]
-    assert vs.update_id_set(a, "flagged", add=[7], remove=[3]) == [5, 7]
+    assert annotations.update_id_set(a, "flagged", add=[5, 3, 5]) == [3, 5]
+    assert annotations.update_id_set(a, "flagged", add=[7], remove=[3]) == [5, 7]
     assert views.persisted(a, "flagged", []) == [5, 7]
     assert vs.ids_from_points([{"customdata": [7]}, {"customdata": 2}, {"x": 1}]) == [2, 7]
     cell = {"attribute": "place", "value": "land", "class": "waterbird"}
-    assert vs.toggle_cell(a, cell, True) == [cell]
-    assert vs.toggle_cell(a, cell, True) == [cell]
-    assert vs.toggle_cell(a, cell, False) == []
+    assert annotations.toggle_cell(a, cell, True) == [cell]
+    assert annotations.toggle_cell(a, cell, True) == [cell]
+    assert annotations.toggle_cell(a, cell, False) == []
 
 
 def test_method_choices_and_params():
