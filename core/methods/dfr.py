@@ -12,7 +12,7 @@ trained by SGD (steps = 0).
 Any number of classes: with three or more the regression is multinomial (softmax over the
 classes), solved by `saga` for the l1 penalty and `lbfgs` for l2 (SOLVERS); with two it is the
 binary logistic regression solved by liblinear as before 2026-11-25 (unchanged results, and
-about 30x faster than saga on these sizes; saga gives the same test WGA within noise, README).
+about 30x faster than saga at these sizes; saga gave the same test WGA on the sample, README).
 
 Params:
   seed      the validation split into halves and the balanced draws (default the analysis's)
