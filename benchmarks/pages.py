@@ -124,7 +124,7 @@ def build(workdir: Path, n: dict[str, int]) -> tuple[Path, Run]:
 
 @contextmanager
 def app_server(root: Path, workdir: Path):
-    """`streamlit run app.py` on the data folder and work directory; yields its URL."""
+    """`streamlit run app.py` on the data folder and work directory; yields its URL and pid."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -143,7 +143,7 @@ def app_server(root: Path, workdir: Path):
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"the app did not start: {(workdir / 'server.log').read_text()[-2000:]}")
                     time.sleep(0.3)
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://127.0.0.1:{port}", proc.pid
         finally:
             proc.terminate()
             try:
@@ -162,14 +162,30 @@ DONE_SINCE = """(t0) => { const r = window.__runs.filter(e => e[0] > t0);
   return r.some(e => e[1] === 'running') && r[r.length - 1][1] === 'notRunning' ? r[r.length - 1][0] - t0 : null; }"""
 
 
-def timed(page, action) -> float:
-    """Seconds from just before `action()` to Streamlit idle again after the rerun it caused."""
-    t0 = page.evaluate("performance.now()")
-    action()
-    handle = page.wait_for_function(DONE_SINCE, arg=t0, timeout=120_000, polling=20)
-    page.wait_for_timeout(300)  # a second rerun (st.rerun) right after the first is part of the change
-    later = page.evaluate(DONE_SINCE, t0)
-    return max(handle.json_value(), later or 0.0) / 1000
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Timer:
+    """Times changes in the page: browser wall seconds to idle, and the app server's CPU seconds
+    for the same span (what the change costs the server, whatever else shares the machine)."""
+
+    def __init__(self, page, server_pid: int):
+        self.page, self.pid, self.results = page, server_pid, {}
+
+    def __call__(self, name: str, action) -> None:
+        """Seconds from just before `action()` to Streamlit idle again after the rerun it caused."""
+        page = self.page
+        t0, c0 = page.evaluate("performance.now()"), cpu_seconds(self.pid)
+        action()
+        handle = page.wait_for_function(DONE_SINCE, arg=t0, timeout=300_000, polling=20)
+        page.wait_for_timeout(300)  # a second rerun (st.rerun) right after the first is part of the change
+        later = page.evaluate(DONE_SINCE, t0)
+        wall = max(handle.json_value(), later or 0.0) / 1000
+        self.results[name] = {"wall_s": wall, "server_cpu_s": cpu_seconds(self.pid) - c0}
+        print(f"  {name:50s} {wall:6.2f} s wall, server CPU {self.results[name]['server_cpu_s']:.2f} s", flush=True)
 
 
 def visit(page, title: str) -> None:
@@ -177,9 +193,11 @@ def visit(page, title: str) -> None:
     page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
 
 
-def pick(page, label: str, option: str) -> None:
-    """Choose `option` in the selectbox labelled `label`."""
-    page.get_by_label(label).first.click()
+def pick(page, label: str, option: str, widget: str = "stSelectbox") -> None:
+    """Choose `option` in the selectbox (or multiselect) labelled `label`."""
+    box = page.get_by_test_id(widget).filter(has_text=label).first
+    box.scroll_into_view_if_needed()
+    box.locator("input").first.click()
     page.get_by_role("option", name=option, exact=True).click()
 
 
@@ -191,54 +209,47 @@ def spin(box, value: int) -> None:
 PAGES = ["Data and model", "Extremes per class", "Alignment", "Subpopulations", "Debias", "Compare runs"]
 
 
-def widget_changes(page) -> dict[str, float]:
-    """One change of each kind that reruns a page with all 200k examples in play."""
-    out = {}
+def widget_changes(page, timer: Timer) -> None:
+    """One change of each kind that reruns a page with all the training examples in play."""
     visit(page, "Alignment")
     page.wait_for_selector(IDLE)
-    out["Alignment: next table page"] = timed(page, lambda: spin(page.get_by_role("spinbutton").first, 2))
-    out["Alignment: sort by id"] = timed(page, lambda: pick(page, "Sort by", "id"))
-    out["Alignment: 100 rows per page"] = timed(page, lambda: pick(page, "Rows per page", "100"))
-    out["Alignment: filter class"] = timed(page, lambda: (page.get_by_label("Class").first.click(),
-                                                          page.get_by_role("option", name=CLASSES[1]).click()))
-    out["Alignment: Auto-D3M scores (first time)"] = timed(page, lambda: page.get_by_text(
-        "Auto-D3M (pseudo-groups)").click())
-    out["Alignment: D3M scores again"] = timed(page, lambda: page.get_by_text("D3M (true validation groups)").click())
+    timer("Alignment: next table page", lambda: spin(page.get_by_role("spinbutton").first, 2))
+    timer("Alignment: sort by id", lambda: pick(page, "Sort by", "id"))
+    timer("Alignment: 100 rows per page", lambda: pick(page, "Rows per page", "100"))
+    timer("Alignment: filter class", lambda: pick(page, "Class", CLASSES[1], "stMultiSelect"))
+    timer("Alignment: Auto-D3M scores (first time)", lambda: page.get_by_text("Auto-D3M (pseudo-groups)").click())
+    timer("Alignment: D3M scores again", lambda: page.get_by_text("D3M (true validation groups)").click())
     visit(page, "Subpopulations")
     page.wait_for_selector(IDLE)
-    out["Subpopulations: attribute source"] = timed(page, lambda: pick(page, "Attribute", "source"))
+    timer("Subpopulations: attribute source", lambda: pick(page, "Attribute", "source"))
     visit(page, "Data and model")
     page.wait_for_selector(IDLE)
-    out["Data: count by group"] = timed(page, lambda: pick(page, "Count examples by", "group"))
-    return out
+    timer("Data: count by group", lambda: pick(page, "Count examples by", "group"))
 
 
-def measure(url: str, rounds: int) -> dict:
+def measure(url: str, pid: int, rounds: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            start = time.perf_counter()
+            start, c0 = time.perf_counter(), cpu_seconds(pid)
             page.goto(url)
             page.get_by_text("Test worst-group accuracy").first.wait_for(timeout=600_000)
             page.wait_for_selector(IDLE, timeout=600_000)
-            first = time.perf_counter() - start
-            print(f"first load (dataset and analysis read, first page drawn): {first:.2f} s", flush=True)
+            first = {"wall_s": time.perf_counter() - start, "server_cpu_s": cpu_seconds(pid) - c0}
+            print(f"first load (dataset and analysis read, first page drawn): {first['wall_s']:.2f} s wall, "
+                  f"server CPU {first['server_cpu_s']:.2f} s", flush=True)
             page.evaluate(WATCH)
-            visits = {}
+            visits, changes = Timer(page, pid), Timer(page, pid)
             for r in range(rounds):
                 for title in PAGES[1:] + PAGES[:1]:
-                    visits[f"round {r + 1}: {title}"] = timed(page, lambda: visit(page, title))
-                    print(f"  page change, round {r + 1}: {title:20s} {visits[f'round {r + 1}: {title}']:.2f} s",
-                          flush=True)
-            changes = widget_changes(page)
-            for name, s in changes.items():
-                print(f"  widget change: {name:40s} {s:.2f} s", flush=True)
+                    visits(f"page change, round {r + 1}: {title}", lambda: visit(page, title))
+            widget_changes(page, changes)
         finally:
             browser.close()
-    return {"first_load_s": first, "page_changes_s": visits, "widget_changes_s": changes}
+    return {"first_load": first, "page_changes": visits.results, "widget_changes": changes.results}
 
 
 def main() -> None:
@@ -254,13 +265,13 @@ def main() -> None:
     workdir = args.workdir / f"n{args.n_train}"
     workdir.mkdir(parents=True, exist_ok=True)
     root, run = build(workdir, {"train": args.n_train, "val": args.n_val, "test": args.n_test})
-    with app_server(root, workdir / "work") as url:
-        res = measure(url, args.rounds)
-    after_first = [*res["page_changes_s"].values(), *res["widget_changes_s"].values()]
+    with app_server(root, workdir / "work") as (url, pid):
+        res = measure(url, pid, args.rounds)
+    after_first = {**res["page_changes"], **res["widget_changes"]}
     res.update(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, analysis=run.id, synthetic=True,
-               max_change_s=max(after_first), changes_over_1s=[k for k, v in {**res["page_changes_s"],
-                                                                            **res["widget_changes_s"]}.items()
-                                                                 if v >= 1.0])
+               load_average=os.getloadavg(), max_change_wall_s=max(v["wall_s"] for v in after_first.values()),
+               max_change_server_cpu_s=max(v["server_cpu_s"] for v in after_first.values()),
+               changes_over_1s_wall=[k for k, v in after_first.items() if v["wall_s"] >= 1.0])
     print(json.dumps(res))
 
 
