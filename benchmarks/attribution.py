@@ -1,4 +1,4 @@
-"""Attribution cost and fidelity: our projectors and gradient scopes against traker, on the same models.
+"""Attribution cost and fidelity: our projectors and gradient scopes against the peers, on the same models.
 
     .venv/bin/python -m benchmarks.attribution [--scale S] [--models T] [--lds-models N] [--quick]
                                                 [--variants ...] [--downstream] [--scaling 5000 20000 ...]
@@ -9,9 +9,12 @@ computes every member's TRAK scores (val x train) and times featurization + scor
 against one training epoch (a fresh model trained 3 epochs on the full train split in its own
 subprocess, before and after the variants; the unit is the mean of its warm epochs 2-3, the
 first paying one-off warm-up; wall and CPU time both reported, as the CPU may be shared).
-traker 0.3.2 runs TRAKer with its CPU default (BasicProjector, dense normal projection;
-float32) on the same checkpoints and projection dimension, with our ridge (see traker_scores;
-"traker/lambda0" keeps its default 0).
+Peers (benchmarks/peers.py, extras '.[bench]'): traker 0.3.2 runs TRAKer with its CPU default
+(BasicProjector, dense normal projection; float32) on the same checkpoints and projection
+dimension, with our ridge ("traker/lambda0" keeps its default 0); kronfluence 1.0.1 (EK-FAC
+influence functions, all Linear/Conv2d layers) and dattri 0.3.0 (TRAKAttributor, all
+parameters, the same k) as their documentation says. With no --variants: our default and every
+peer; a peer that fails or runs past --variant-timeout is reported with the reason.
 Fidelity: LDS against N models trained on held-out random 50% subsets (benchmarks/lds.py),
 at T = 1 and T = all members; Pearson correlation of the T-averaged scores with traker's.
 --downstream: a full analysis + D3M retrain per variant (run store), test WGA.
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 
 from benchmarks.lds import subset_margins
+from benchmarks.peers import PEERS
 from core.training import fit
 from core.attribution.lds import lds
 from core.attribution.trak import model_scores, proxy_model_config
@@ -56,7 +60,10 @@ VARIANTS = {  # name: TrakConfig overrides (each names its projector and scope);
     "factored/last/proxy4": {"projector": "factored", "scope": "last", "proxy_width": 4},
     "traker": {"projector": "traker"},
     "traker/lambda0": {"projector": "traker", "ridge": 0.0},
+    "kronfluence": {"projector": "kronfluence"},
+    "dattri": {"projector": "dattri"},
 }
+DEFAULT_RUN = [f"{TrakConfig().projector}/{TrakConfig().scope}", *PEERS]  # no --variants: ours and every peer
 QUICK = ["factored/last", "factored/all", "sparse/all", "dense/all", "traker"]
 
 
@@ -142,8 +149,8 @@ def worker(spec: dict) -> dict:
         out = np.lib.format.open_memmap(Path(spec["out"]) / f"scores_{t}.npy", mode="w+", dtype=np.float32,
                                         shape=(len(val_idx), len(train_idx)))
         start, cpu0 = time.perf_counter(), time.process_time()
-        if spec["trak"]["projector"] == "traker":
-            traker_scores(model, data, train_idx, val_idx, spec, t, out)
+        if spec["trak"]["projector"] in PEERS:
+            PEERS[spec["trak"]["projector"]](model, data, train_idx, val_idx, spec, t, out)
         else:
             cfg = TrakConfig(**spec["trak"])
             shutil.rmtree(Path(spec["out"]) / f"features_{t}", ignore_errors=True)  # time a fresh store
@@ -156,43 +163,18 @@ def worker(spec: dict) -> dict:
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb(), "baseline_mb": base, "epoch": epoch}
 
 
-def traker_scores(model, data, train_idx, val_idx, spec: dict, t: int, out: np.ndarray) -> None:
-    """TRAKer (traker 0.3.2) on CPU: FunctionalGradientComputer + BasicProjector (dense normal).
-
-    Its ridge is set to ours, lambda_reg = ridge · tr(ΦᵀΦ)/k (traker's default is 0, which
-    leaves ΦᵀΦ singular when n < k; the "traker/lambda0" variant keeps that default).
-    """
-    from trak import TRAKer
-
-    from core.training import to_tensor
-
-    save_dir = Path(spec["out"]) / f"traker_{t}"
-    shutil.rmtree(save_dir, ignore_errors=True)  # a fresh TRAKer: nothing reused from an earlier run
-    tr = TRAKer(model=model, task="image_classification", train_set_size=len(train_idx), device="cpu",
-                save_dir=str(save_dir), proj_dim=spec["trak"]["proj_dim"],
-                use_half_precision=False, projector_seed=t, logging_level=40)
-    tr.load_checkpoint(model.state_dict(), model_id=0)
-    bs = spec["trak"].get("batch_size", 128)
-    labels = torch.as_tensor(data.labels, dtype=torch.int64)
-    for s in range(0, len(train_idx), bs):
-        idx = train_idx[s:s + bs]
-        tr.featurize(batch=(to_tensor(data.images[idx]), labels[idx]), num_samples=len(idx))
-    grads = torch.as_tensor(np.asarray(tr.saver.current_store["grads"]), dtype=torch.float64)
-    tr.score_computer.lambda_reg = spec["trak"]["ridge"] * float(grads.pow(2).sum()) / grads.shape[1]
-    del grads
-    tr.finalize_features()
-    tr.start_scoring_checkpoint(exp_name="bench", checkpoint=model.state_dict(), model_id=0, num_targets=len(val_idx))
-    for s in range(0, len(val_idx), bs):
-        idx = val_idx[s:s + bs]
-        tr.score(batch=(to_tensor(data.images[idx]), labels[idx]), num_samples=len(idx))
-    out[:] = np.asarray(tr.finalize_scores(exp_name="bench")).T
-
-
-def in_subprocess(spec: dict) -> dict:
-    """Run `worker(spec)` in a fresh interpreter; its last stdout line is the JSON result."""
+def in_subprocess(spec: dict, timeout: float | None = None) -> dict:
+    """Run `worker(spec)` in a fresh interpreter; its last stdout line is the JSON result.
+    Raises RuntimeError (its last line says why) when it fails, is killed or runs past `timeout`."""
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.attribution", "--worker", json.dumps(spec)],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.attribution", "--worker", json.dumps(spec)],
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"worker {spec['name']}: did not finish within {timeout:.0f} s") from None
+    if proc.returncode < 0:
+        raise RuntimeError(f"worker {spec['name']}:\n{proc.stderr[-3000:]}\nkilled by signal {-proc.returncode}"
+                           + (" (out of memory)" if proc.returncode == -9 else ""))
     if proc.returncode != 0:
         raise RuntimeError(f"worker {spec['name']} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -211,13 +193,18 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
                                                                          for v in args.variants})}
     masks, margins = subset_margins(data, cfg, args.lds_models, args.lds_seed, workdir / "lds")
     before = epoch_time(root, workdir)
-    results = {}
+    results, failed = {}, {}
     for name in args.variants:
         trak = {**to_dict(cfg.trak), **VARIANTS[name]}
         spec = {"name": name, "root": root, "workdir": str(workdir), "trak": trak,
                 "checkpoints": [str(p) for p in members[trak.get("proxy_width", 1)]],
                 "out": str(workdir / "scores" / name.replace("/", "_").replace(":", ""))}
-        res = in_subprocess(spec)
+        try:
+            res = in_subprocess(spec, args.variant_timeout)
+        except RuntimeError as exc:  # a peer that cannot run here keeps its row, with the reason
+            failed[name] = str(exc).strip().splitlines()[-1][:300]
+            print(f"  {name}: could not run here: {failed[name]}", flush=True)
+            continue
         per_model = [np.load(Path(spec["out"]) / f"scores_{t}.npy") for t in range(args.models)]
         mean = np.mean(per_model, axis=0)
         res.update(per_model_s=float(np.mean(res["seconds"])), per_model_cpu_s=float(np.mean(res["cpu_seconds"])),
@@ -235,7 +222,9 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
               f"(CPU time: {res['per_model_cpu_s'] / epoch['cpu']:5.2f}); "
               f"peak RSS {res['peak_mb']:6.0f} MB (baseline {res['baseline_mb']:.0f}); "
               f"LDS T=1 {res['lds_t1']:.3f}, T={args.models} {res['lds_t']:.3f}")
-    return summarize(results, epoch, args)
+    for name, why in failed.items():
+        print(f"  {name:20s} not run: {why}")
+    return summarize(results, failed, epoch, args)
 
 
 def corr_with(results: dict, ref: str | None) -> dict:
@@ -246,13 +235,13 @@ def corr_with(results: dict, ref: str | None) -> dict:
     return {name: float(np.corrcoef(r["mean_scores"].ravel(), r0)[0, 1]) for name, r in results.items()}
 
 
-def summarize(results: dict, epoch: dict, args: argparse.Namespace) -> dict:
+def summarize(results: dict, failed: dict, epoch: dict, args: argparse.Namespace) -> dict:
     """'ours' is the TrakConfig default (projector/scope) when it was run, else the first variant;
     the reference is traker, or our dense reference when traker was not run (then named so)."""
     default = f"{TrakConfig().projector}/{TrakConfig().scope}"
     ours_name = default if default in results else args.variants[0]
     ref_name = next((r for r in ("traker", "dense/all", ours_name) if r in results))
-    ours, ref = results[ours_name], results[ref_name]
+    ours = results[ours_name]
     corr, corr_dense = corr_with(results, ref_name), corr_with(results, "dense/all")
     for name in results:
         print(f"  Pearson corr of {name} scores with {ref_name}: {corr[name]:.3f}"
@@ -268,11 +257,25 @@ def summarize(results: dict, epoch: dict, args: argparse.Namespace) -> dict:
             "lds_seed": args.lds_seed, "epoch_seconds": epoch["wall"],
             "featurize_epoch_ratio": ours["per_model_s"] / epoch["wall"],
             "featurize_epoch_ratio_cpu": ours["per_model_cpu_s"] / epoch["cpu"],
-            "speedup_vs_traker": ref["per_model_s"] / ours["per_model_s"],
-            "speedup_vs_traker_cpu": ref["per_model_cpu_s"] / ours["per_model_cpu_s"],
-            "lds_ours": ours["lds_t"], "lds_traker": ref["lds_t"], "lds_ours_t1": ours["lds_t1"],
-            "lds_traker_t1": ref["lds_t1"], "corr_with_traker": corr[ours_name],
-            "peak_mem_mb_ours": ours["peak_mb"], "peak_mem_mb_traker": ref["peak_mb"], "variants": variants}
+            "lds_ours": ours["lds_t"], "lds_ours_t1": ours["lds_t1"], "peak_mem_mb_ours": ours["peak_mb"],
+            "variants": variants,
+            "failed": failed} | peer_keys(results, failed, ours_name)
+
+
+def peer_keys(results: dict, failed: dict, ours_name: str) -> dict:
+    """Per peer that was asked for: lds_<peer> (T = all, and _t1), speedup_vs_<peer> (wall and
+    CPU), corr_with_<peer>, peak_mem_mb_<peer>; a peer that could not run has None and <peer>_error."""
+    out, ours = {}, results[ours_name]
+    for peer in PEERS:
+        if peer in failed:
+            out |= {f"lds_{peer}": None, f"speedup_vs_{peer}": None, f"{peer}_error": failed[peer]}
+        elif peer in results:
+            r = results[peer]
+            out |= {f"lds_{peer}": r["lds_t"], f"lds_{peer}_t1": r["lds_t1"],
+                    f"speedup_vs_{peer}": r["per_model_s"] / ours["per_model_s"],
+                    f"speedup_vs_{peer}_cpu": r["per_model_cpu_s"] / ours["per_model_cpu_s"],
+                    f"corr_with_{peer}": corr_with(results, peer)[ours_name], f"peak_mem_mb_{peer}": r["peak_mb"]}
+    return out
 
 
 def downstream(args: argparse.Namespace, workdir: Path) -> dict:
@@ -284,7 +287,7 @@ def downstream(args: argparse.Namespace, workdir: Path) -> dict:
     store = RunStore(workdir / "store")
     cfg = base_config(args, data_root(args.scale, workdir))
     out = {}
-    for name in [v for v in args.variants if v != "traker"]:
+    for name in [v for v in args.variants if VARIANTS[v]["projector"] not in PEERS]:
         run = start_analysis(store, replace(cfg, trak=replace(cfg.trak, **VARIANTS[name])), reuse=False, inline=True)
         debias = start_debias(store, run.id, "d3m", {"seed": cfg.train.seed}, control=False, inline=True)
         out[name] = {"erm_test_wga": run.read_json("metrics")["test"]["wga"],
@@ -330,8 +333,12 @@ def main() -> None:
     parser.add_argument("--proj-dim", type=int, default=TrakConfig().proj_dim)
     parser.add_argument("--lds-models", type=int, default=50)
     parser.add_argument("--lds-seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
-                        help="'ours' in the JSON summary: the TrakConfig default if run, else the first")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_RUN,
+                        help="default: ours (the TrakConfig default) and every peer; 'ours' in the JSON summary "
+                             "is the TrakConfig default if run, else the first")
+    parser.add_argument("--variant-timeout", type=float, default=None,
+                        help="seconds one variant (all T members) may take; one that runs longer is reported as "
+                             "not run here")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: T=2, 8 LDS models, {QUICK}")
     parser.add_argument("--downstream", action="store_true")
     parser.add_argument("--scaling", type=int, nargs="*", default=None,
@@ -343,7 +350,7 @@ def main() -> None:
         return
     if args.quick:
         args.models, args.lds_models = 2, 8
-        args.variants = [v for v in args.variants if v in QUICK] if args.variants != list(VARIANTS) else QUICK
+        args.variants = [v for v in args.variants if v in QUICK] if args.variants != DEFAULT_RUN else QUICK
     args.workdir.mkdir(parents=True, exist_ok=True)
     summary = {}
     if args.scaling:

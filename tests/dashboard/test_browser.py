@@ -1,7 +1,8 @@
 """The main path in a real browser (Playwright driving Debian's Chromium) on a fresh work
-directory: start the analysis with tiny settings, wait for it, look at the extremes, retrain
-with a chosen k and find the new run with its WGA in the comparison table. Screenshots of
-every page go to test-artifacts/screenshots/."""
+directory: start the analysis with tiny settings, wait for it, look at the extremes, flag
+examples on the Alignment page by lasso and by row selection, retrain without them (the
+`flagged` method) and with a chosen k, and find the new run with its WGA in the comparison
+table. Screenshots of every page go to test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -102,6 +104,83 @@ def js_number(x: float) -> str:
     return str(int(x)) if x == int(x) else repr(x)
 
 
+def most_negative(analysis) -> tuple[np.ndarray, np.ndarray]:
+    """Training example ids by increasing alignment, and the sorted alignments (from the run store)."""
+    align = np.asarray(analysis.read_array("alignment"))
+    order = np.argsort(align, kind="stable")
+    return np.asarray(analysis.read_array("train_ids"))[order], align[order]
+
+
+def lasso_left_of(page, x_value: float) -> None:
+    """Lasso every point of the Alignment page's scatter plot (its last plot) with A_i < x_value:
+    a polygon over the plot area's full height, from its left edge to x_value's pixel."""
+    gd = page.locator(".js-plotly-plot").last
+    gd.scroll_into_view_if_needed()
+    area = gd.locator(".nsewdrag").first.bounding_box()
+    x = area["x"] + page.evaluate("([el, v]) => el._fullLayout.xaxis.d2p(v)", [gd.element_handle(), x_value])
+    left, top, bottom = area["x"] + 2, area["y"] + 2, area["y"] + area["height"] - 2
+    page.mouse.move(left, top)
+    page.mouse.down()
+    for px, py in [(x, top), (x, bottom), (left, bottom), (left, top + 1)]:
+        page.mouse.move(px, py, steps=8)
+    page.mouse.up()
+    settle(page)
+
+
+def select_rows(page, rows: list[int]) -> None:
+    """Tick rows (0-based, on the current page) of the Alignment page's example table: the
+    checkbox column of the data grid (header and rows 35 px high)."""
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    for r in rows:
+        page.mouse.click(box["x"] + 17, box["y"] + 35 * (r + 1) + 18)
+        settle(page)
+
+
+def flag_on_alignment_page(page, store) -> list[int]:
+    """Flag the 3 most negative examples by lasso, clear, then the next 3 by row selection;
+    each time the flagged set stored with the analysis is checked. Returns the final set."""
+    from playwright.sync_api import expect
+
+    [analysis] = store.list("analysis")
+    ids, align = most_negative(analysis)
+    lasso_left_of(page, float(align[2] + align[3]) / 2)
+    page.get_by_role("button", name="Flag 3 selected").click()
+    settle(page)
+    assert analysis.read_json("flagged") == sorted(ids[:3].tolist())
+    expect(page.get_by_test_id("stMetric").nth(2)).to_contain_text("3")
+    gd = page.locator(".js-plotly-plot").last.locator(".nsewdrag").first
+    gd.dblclick()  # clears the lasso selection
+    settle(page)
+    page.get_by_role("button", name="Clear all flags").click()
+    settle(page)
+    assert analysis.read_json("flagged") == []
+    select_rows(page, [3, 4, 5])  # the table is sorted by A_i, ascending: ranks 4-6
+    page.get_by_role("button", name="Flag 3 selected").click()
+    settle(page)
+    assert analysis.read_json("flagged") == sorted(ids[3:6].tolist())
+    return sorted(ids[3:6].tolist())
+
+
+def retrain_flagged(page, store, flagged: list[int]) -> None:
+    """The Debias page's `flagged` method removes exactly the flagged examples."""
+    go(page, "Debias")
+    page.get_by_text(re.compile(r"^Flagged examples")).click()
+    settle(page)
+    page.get_by_text("Removes the 3 examples flagged on the Alignment page.").wait_for(timeout=30_000)
+    page.get_by_text("Also train a random control").click()  # unticked: one retrain is enough here
+    settle(page)
+    page.get_by_role("button", name="Retrain").click()
+    page.get_by_text(re.compile(r"Latest result: Flagged examples, 3 examples removed")).wait_for(timeout=300_000)
+    settle(page)
+    [run] = [r for r in store.list("debias") if r.config()["method"] == "flagged"]
+    assert sorted(np.asarray(run.read_array("removed_ids")).tolist()) == flagged
+    page.get_by_text(re.compile(r"^D3M")).first.click()  # back to D3M, with its control, for the main path
+    page.get_by_text("Also train a random control").click()
+    settle(page)
+
+
 def test_main_path_in_a_browser(server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -130,7 +209,9 @@ def test_main_path_in_a_browser(server):
             settle(page)
             shot(page, "04-extremes")
             go(page, "Alignment")
+            flagged = flag_on_alignment_page(page, store)
             shot(page, "05-alignment")
+            retrain_flagged(page, store, flagged)
 
             go(page, "Subpopulations")  # a click on the heatmap's bottom-left cell opens that cell
             [analysis] = store.list("analysis")

@@ -1,0 +1,279 @@
+"""Page speed of the running dashboard in a real browser with 200,000 training examples.
+
+    .venv/bin/python -m benchmarks.pages [--n-train 200000] [--n-val 1000] [--n-test 1000] [--rounds 2]
+
+Builds a synthetic analysis directly in a run store (cached in --workdir): a generated
+metadata.csv (label, split, group, place, size, colour, source) whose image files are hard
+links to 64 distinct 32x32 PNGs, the images decoded once into the dataset cache, and the
+artifacts every page reads (ids, ERM logits and metrics, val x train scores, alignments,
+pseudo-groups, subpopulations) of the right shapes. NOTHING IS TRAINED: the scores are a
+random low-rank group structure plus noise and the logits are random, and the selections are
+computed from them by the analysis job's own `core.analysis.write_selections`. Then it starts
+`streamlit run app.py` on that work directory, opens it in Chromium (Playwright) and times, in
+the browser, each widget change or page change until Streamlit is idle again
+(`[data-testid="stApp"][data-test-script-state="notRunning"]`, observed by a MutationObserver
+in the page). The first load is timed separately; the goal is every change after it < 1 s.
+The last line printed is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from core import jobs
+from core.analysis import create_analysis_run, load_run_dataset, write_selections
+from core.config import AnalysisConfig, analysis_config, from_dict
+from core.metrics import group_metrics
+from core.runs import Run, RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = "benchmarks.pages:fill_synthetic"
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+ATTRIBUTES = {"place": ["land", "water"], "size": ["small", "large"], "colour": ["dark", "light", "red"],
+              "source": ["field", "museum", "web", "crowd"]}
+CLASSES = ["landbird", "waterbird"]
+DISTINCT_IMAGES = 64
+
+
+def make_data(root: Path, n: dict[str, int], seed: int = 0) -> Path:
+    """metadata.csv with n[split] rows per split; images are hard links to a few distinct PNGs."""
+    if (root / "metadata.csv").exists():
+        return root
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for k in range(DISTINCT_IMAGES):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / f"img/base_{k}.png")
+    split = np.concatenate([np.full(m, s) for s, m in n.items()])
+    total = len(split)
+    label = rng.integers(0, 2, total)
+    spurious = np.where(split == "train", 0.95, 0.5)  # place agrees with the label in 95% of train
+    place = np.where(rng.random(total) < spurious, label, 1 - label)
+    df = pd.DataFrame({"filename": [f"img/e{i:07d}.png" for i in range(total)],
+                       "label": np.asarray(CLASSES)[label], "split": split})
+    df["group"] = [f"{c} on {p}" for c, p in zip(df["label"], np.asarray(ATTRIBUTES["place"])[place])]
+    df["place"] = np.asarray(ATTRIBUTES["place"])[place]
+    for attr in ("size", "colour", "source"):
+        df[attr] = rng.choice(ATTRIBUTES[attr], total)
+    for i, name in enumerate(df["filename"]):
+        os.link(root / f"img/base_{i % DISTINCT_IMAGES}.png", root / name)
+    df.to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+def synthetic_scores(out: np.ndarray, g_val: np.ndarray, g_train: np.ndarray, rng, rows: int = 100) -> None:
+    """τ = 1e-3 · (same group ? +1 : -0.3) · s_i + noise, written in row chunks (val x train)."""
+    strength = rng.normal(0.0, 1.0, g_train.shape[0]).astype(np.float32)
+    for s in range(0, out.shape[0], rows):
+        g = g_val[s:s + rows, None]
+        sign = np.where(g == g_train[None, :], 1.0, -0.3).astype(np.float32)
+        out[s:s + rows] = 1e-3 * (sign * strength + 0.5 * rng.standard_normal((len(g), out.shape[1]), np.float32))
+
+
+def fill_synthetic(run: Run, report) -> None:
+    """Job target: the artifacts of a finished analysis, from random numbers (see the module doc)."""
+    cfg = from_dict(AnalysisConfig, run.config())
+    data = load_run_dataset(cfg, run, report)  # decodes the images into the work directory's cache
+    rng = np.random.default_rng(0)
+    logits = {}
+    for split in ("train", "val", "test"):
+        run.write_array(f"{split}_ids", data.idx(split))
+    for split in ("val", "test"):
+        idx = data.idx(split)
+        logits[split] = (rng.normal(0, 1.5, (len(idx), data.n_classes))
+                         + 1.5 * np.eye(data.n_classes)[data.labels[idx]]).astype(np.float32)
+        run.write_array(f"erm_logits_{split}", logits[split])
+    train_idx, val_idx = data.idx("train"), data.idx("val")
+    scores = np.lib.format.open_memmap(run.file("scores.npy"), mode="w+", dtype=np.float32,
+                                       shape=(len(val_idx), len(train_idx)))
+    synthetic_scores(scores, data.groups[val_idx], data.groups[train_idx], rng)
+    scores.flush()
+    report("selections", 0, 1)
+    write_selections(run, data, run.read_array("scores"), logits["val"])
+    metrics = {s: group_metrics(logits[s].argmax(1), data.labels[data.idx(s)], data.groups[data.idx(s)],
+                                data.group_names) for s in ("val", "test")}
+    run.write_json("metrics", {**metrics, "steps": 0, "epoch_seconds": 0.0, "timings": {}, "device": "cpu",
+                               "synthetic": "benchmarks.pages: random scores and logits, nothing trained"})
+
+
+def build(workdir: Path, n: dict[str, int]) -> tuple[Path, Run]:
+    """The data folder and the synthetic analysis (made once, then reused)."""
+    root = make_data(workdir / f"data_{n['train']}", n)
+    store = RunStore(workdir / "work")
+    done = [r for r in store.list("analysis") if jobs.refresh(r).get("state") == "done"]
+    if done:
+        return root, done[0]
+    run = create_analysis_run(store, analysis_config(root))
+    start = time.perf_counter()
+    jobs.run_inline(run, TARGET)
+    print(f"synthetic analysis {run.id} built in {time.perf_counter() - start:.0f} s", flush=True)
+    return root, run
+
+
+@contextmanager
+def app_server(root: Path, workdir: Path):
+    """`streamlit run app.py` on the data folder and work directory; yields its URL and pid."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, D3M_DATA=str(root), D3M_WORKDIR=str(workdir))
+    with open(workdir / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                                 "--server.address", "127.0.0.1", "--server.port", str(port)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the app did not start: {(workdir / 'server.log').read_text()[-2000:]}")
+                    time.sleep(0.3)
+            yield f"http://127.0.0.1:{port}", proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+WATCH = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  window.__runs = [];
+  new MutationObserver(() => window.__runs.push([performance.now(), app.getAttribute('data-test-script-state')]))
+    .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+DONE_SINCE = """(t0) => { const r = window.__runs.filter(e => e[0] > t0);
+  return r.some(e => e[1] === 'running') && r[r.length - 1][1] === 'notRunning' ? r[r.length - 1][0] - t0 : null; }"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Timer:
+    """Times changes in the page: browser wall seconds to idle, and the app server's CPU seconds
+    for the same span (what the change costs the server, whatever else shares the machine)."""
+
+    def __init__(self, page, server_pid: int):
+        self.page, self.pid, self.results = page, server_pid, {}
+
+    def __call__(self, name: str, action) -> None:
+        """Seconds from just before `action()` to Streamlit idle again after the rerun it caused."""
+        page = self.page
+        t0, c0 = page.evaluate("performance.now()"), cpu_seconds(self.pid)
+        action()
+        handle = page.wait_for_function(DONE_SINCE, arg=t0, timeout=300_000, polling=20)
+        page.wait_for_timeout(300)  # a second rerun (st.rerun) right after the first is part of the change
+        later = page.evaluate(DONE_SINCE, t0)
+        wall = max(handle.json_value(), later or 0.0) / 1000
+        self.results[name] = {"wall_s": wall, "server_cpu_s": cpu_seconds(self.pid) - c0}
+        print(f"  {name:50s} {wall:6.2f} s wall, server CPU {self.results[name]['server_cpu_s']:.2f} s", flush=True)
+
+
+def visit(page, title: str) -> None:
+    page.get_by_role("link", name=title).click()
+    page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
+
+
+def pick(page, label: str, option: str, widget: str = "stSelectbox") -> None:
+    """Choose `option` in the selectbox (or multiselect) labelled `label`."""
+    box = page.get_by_test_id(widget).filter(has_text=label).first
+    box.scroll_into_view_if_needed()
+    box.locator("input").first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def spin(box, value: int) -> None:
+    box.fill(str(value))
+    box.press("Enter")
+
+
+PAGES = ["Data and model", "Extremes per class", "Alignment", "Subpopulations", "Debias", "Compare runs"]
+
+
+def widget_changes(page, timer: Timer) -> None:
+    """One change of each kind that reruns a page with all the training examples in play."""
+    visit(page, "Alignment")
+    page.wait_for_selector(IDLE)
+    timer("Alignment: next table page", lambda: spin(page.get_by_role("spinbutton").first, 2))
+    timer("Alignment: sort by id", lambda: pick(page, "Sort by", "id"))
+    timer("Alignment: 100 rows per page", lambda: pick(page, "Rows per page", "100"))
+    timer("Alignment: filter class", lambda: pick(page, "Class", CLASSES[1], "stMultiSelect"))
+    timer("Alignment: Auto-D3M scores (first time)", lambda: page.get_by_text("Auto-D3M (pseudo-groups)").click())
+    timer("Alignment: D3M scores again", lambda: page.get_by_text("D3M (true validation groups)").click())
+    visit(page, "Subpopulations")
+    page.wait_for_selector(IDLE)
+    timer("Subpopulations: attribute source", lambda: pick(page, "Attribute", "source"))
+    visit(page, "Data and model")
+    page.wait_for_selector(IDLE)
+    timer("Data: count by group", lambda: pick(page, "Count examples by", "group"))
+
+
+def measure(url: str, pid: int, rounds: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            start, c0 = time.perf_counter(), cpu_seconds(pid)
+            page.goto(url)
+            page.get_by_text("Test worst-group accuracy").first.wait_for(timeout=600_000)
+            page.wait_for_selector(IDLE, timeout=600_000)
+            first = {"wall_s": time.perf_counter() - start, "server_cpu_s": cpu_seconds(pid) - c0}
+            print(f"first load (dataset and analysis read, first page drawn): {first['wall_s']:.2f} s wall, "
+                  f"server CPU {first['server_cpu_s']:.2f} s", flush=True)
+            page.evaluate(WATCH)
+            visits, changes = Timer(page, pid), Timer(page, pid)
+            for r in range(rounds):
+                for title in PAGES[1:] + PAGES[:1]:
+                    visits(f"page change, round {r + 1}: {title}", lambda: visit(page, title))
+            widget_changes(page, changes)
+        finally:
+            browser.close()
+    return {"first_load": first, "page_changes": visits.results, "widget_changes": changes.results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/d3m_bench_pages"))
+    parser.add_argument("--n-train", type=int, default=200_000)
+    parser.add_argument("--n-val", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=2, help="visits of every page (the first fills caches)")
+    args = parser.parse_args()
+    if shutil.which("chromium") is None:
+        sys.exit("benchmarks.pages needs Chromium (apt-get install -y chromium) and playwright")
+    workdir = args.workdir / f"n{args.n_train}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    root, run = build(workdir, {"train": args.n_train, "val": args.n_val, "test": args.n_test})
+    with app_server(root, workdir / "work") as (url, pid):
+        res = measure(url, pid, args.rounds)
+    after_first = {**res["page_changes"], **res["widget_changes"]}
+    res.update(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, analysis=run.id, synthetic=True,
+               load_average=os.getloadavg(), max_change_wall_s=max(v["wall_s"] for v in after_first.values()),
+               max_change_server_cpu_s=max(v["server_cpu_s"] for v in after_first.values()),
+               changes_over_1s_wall=[k for k, v in after_first.items() if v["wall_s"] >= 1.0])
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
