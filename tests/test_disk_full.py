@@ -17,14 +17,15 @@ from tests.conftest import tiny_config
 
 
 class FullDisk:
-    """open() for the feature store whose files fail with ENOSPC once member 1's are written."""
+    """open() for the feature store: files whose path passes `which` fail with ENOSPC on their
+    `nth` block of features (a write over 1 KiB, not the .npy header)."""
 
-    def __init__(self):
-        self.failed = None
+    def __init__(self, which, nth: int = 1):
+        self.which, self.nth, self.blocks, self.failed = which, nth, 0, None
 
     def __call__(self, path, mode="r", *args, **kwargs):
         fh = open(path, mode, *args, **kwargs)
-        if "w" not in mode or "features_1" not in str(path):
+        if "w" not in mode or not self.which(str(path)):
             return fh
         outer = self
 
@@ -39,9 +40,11 @@ class FullDisk:
                 fh.close()
 
             def write(self, data):
-                if len(data) > 1024:  # a block of features, not the .npy header
-                    outer.failed = str(path)
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                if len(data) > 1024:
+                    outer.blocks += 1
+                    if outer.blocks >= outer.nth:
+                        outer.failed = str(path)
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
                 return fh.write(data)
 
         return Handle()
@@ -49,7 +52,7 @@ class FullDisk:
 
 def test_disk_full_while_featurizing(tiny_sample, tiny_analysis, tmp_path, monkeypatch):
     store = RunStore(tmp_path / "work")
-    full = FullDisk()
+    full = FullDisk(lambda path: "features_1" in path)  # once member 1's features are written
     monkeypatch.setattr(feature_store, "open", full, raising=False)
     cfg = tiny_config(tiny_sample)
     with pytest.raises(OSError):
@@ -97,38 +100,12 @@ def test_finished_feature_chunks_are_reused_after_a_full_disk(tmp_path, monkeypa
     monkeypatch.setattr(feature_store, "featurize", lambda m, f, im, ids, *a, **k: (
         calls.append(int(ids[0])), real_featurize(m, f, im, ids, *a, **k))[1])
 
-    writes = {"n": 0}
-    real_open = open
-
-    def full_on_second_block(path, mode="r", *args, **kwargs):
-        fh = real_open(path, mode, *args, **kwargs)
-        if not str(path).endswith("features.tmp"):
-            return fh
-
-        class Handle:
-            def __getattr__(self, name):
-                return getattr(fh, name)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                fh.close()
-
-            def write(self, data):
-                if len(data) > 1024:
-                    writes["n"] += 1
-                    if writes["n"] == 2:
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-                return fh.write(data)
-
-        return Handle()
-
-    monkeypatch.setattr(feature_store, "open", full_on_second_block, raising=False)
+    monkeypatch.setattr(feature_store, "open", FullDisk(lambda path: path.endswith("features.tmp"), nth=2),
+                        raising=False)
     with pytest.raises(OSError, match="No space left"):
         store(tmp_path / "cut")
     assert calls == [3, 19]
-    monkeypatch.setattr(feature_store, "open", real_open, raising=False)
+    monkeypatch.setattr(feature_store, "open", open, raising=False)
     calls.clear()
     again = store(tmp_path / "cut")
     assert calls == [19, 35]  # the first chunk came from disk
