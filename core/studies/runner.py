@@ -1,0 +1,206 @@
+"""Running a study on Ray: every analysis and every cell is a Ray task; the driver writes the store.
+
+Design (the simplest that needs no shared file system for results):
+- The driver (the `study` run's job, or `d3m ablate`) expands the study into tasks (cell x
+  seed). An analysis config met before is looked up in the store (`find_done`, what
+  `start_analysis(reuse=True)` does), else it becomes one Ray task; so does every cell whose
+  debias run (same analysis, method, options) is not in the store yet. A cell's task takes
+  its analysis task's result as an argument, so Ray runs it when the analysis is done.
+- Workers compute in a temporary work directory through `start_analysis` / `start_debias`
+  (core/studies/tasks.py) and return the run folders as bytes; the driver imports them under
+  their own ids as they arrive and records each cell's state in the study run's cells.json.
+  Finished cells are in the store at once, so a study stopped or crashed resumes where it was.
+- A worker lost mid-task is retried by Ray (`max_retries`); a task that raises is recorded as
+  a failed cell with its traceback, and the rest goes on. One torch thread per task.
+- Ray: an embedded local instance with this machine's cores, or an existing cluster when an
+  address is given (`--ray ADDRESS` or D3M_RAY_ADDRESS). A Ray already initialised in this
+  process (tests, notebooks) is used as it is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import ray
+import torch
+
+from core.config import to_dict
+from core.dataset import load_dataset
+from core.debias import debias_config
+from core import jobs
+from core.jobs import PROJECT_ROOT
+from core.progress import Reporter
+from core.runs import Run, RunStore
+from core.studies import table as tables
+from core.studies.grid import Task, tasks
+from core.studies.spec import Study
+from core.studies.tasks import analysis_task, import_runs, method_task, pack
+
+TARGET = "core.studies.runner:run_study"
+MAX_RETRIES = 2  # a worker lost mid-task (node died, OOM-killed) runs again; exceptions do not
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _analysis(config: dict, cache_dir: str | None) -> dict:
+    torch.set_num_threads(1)
+    return analysis_task(config, cache_dir)
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _method(analysis: dict, method: str, params: dict, control: bool, cache_dir: str | None) -> dict:
+    torch.set_num_threads(1)
+    return method_task(analysis, method, params, control, cache_dir)
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Start or join Ray unless this process already has it; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("D3M_RAY_ADDRESS") or None
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+                        "OMP_NUM_THREADS": "1"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=env,
+                 log_to_driver=False)
+    return True
+
+
+def study_config(study: Study, ray_address: str | None = None, num_cpus: int | None = None) -> dict:
+    return {"study": dataclasses.asdict(study), "ray_address": ray_address, "num_cpus": num_cpus}
+
+
+def start_study(store: RunStore, study: Study, *, ray_address: str | None = None, num_cpus: int | None = None,
+                inline: bool = False, report: Reporter | None = None) -> Run:
+    """A study run, as a background job (or in this process with `inline`). A run of the same
+    study still going is returned to be followed; finished cells are reused either way."""
+    config = study_config(study, ray_address, num_cpus)
+    found = store.find_active("study", config)
+    if found is not None:
+        return found
+    run = store.create("study", config, label=study.title)
+    if inline:
+        jobs.run_inline(run, TARGET, report=report)
+    else:
+        jobs.start(run, TARGET)
+    return run
+
+
+def study_of(run: Run) -> Study:
+    spec = dict(run.config()["study"])
+    for key in ("seeds", "methods", "metrics", "variants"):
+        spec[key] = tuple(spec[key])
+    return Study(**spec)
+
+
+def run_study(run: Run, report: Reporter) -> None:
+    """Job target: run every task of the study on Ray, then write the table (CSV and JSON)."""
+    config = run.config()
+    study = study_of(run)
+    store = RunStore(run.path.parents[1])
+    started = connect(config.get("ray_address"), config.get("num_cpus"))
+    try:
+        records = execute(store, study, run, report)
+    finally:
+        if started:
+            ray.shutdown()
+    tables.write(run, tables.study_table(tables.task_rows(store, records), study.metrics))
+    failed = [r for r in records if r["state"] == "failed"]
+    if failed and len(failed) == len(records):
+        raise RuntimeError(f"every cell failed; first: {failed[0]['error']}")
+
+
+def execute(store: RunStore, study: Study, run: Run, report: Reporter) -> list[dict]:
+    """Submit what the store does not have yet, import results as they arrive; the records."""
+    todo = tasks(study)
+    records = [{"cell": t.cell.label, "method": t.cell.method, "seed": t.seed, "state": "pending",
+                "analysis": None, "run": None, "reused": False, "error": None, "traceback": None} for t in todo]
+    pending: dict = {}
+    known: dict[str, tuple] = {}  # analysis config (JSON) -> (id in the store or None, ref or None)
+    for i, task in enumerate(todo):
+        key = json.dumps(to_dict(task.analysis_config()), sort_keys=True)
+        if key not in known:
+            known[key] = _analysis_source(store, task, pending)
+        analysis_id, ref = known[key]
+        if analysis_id is not None:
+            records[i]["analysis"] = analysis_id
+            found = _finished_cell(store, analysis_id, task, study.control)
+            if found is not None:
+                records[i].update(state="done", run=found, reused=True)
+                continue
+            if ref is None:  # shipped to workers once, through the object store
+                ref = ray.put(_packed(store, analysis_id))
+                known[key] = (analysis_id, ref)
+        cell = _method.remote(ref, task.cell.method, task.params(), study.control, _cache(store))
+        pending[cell] = ("cell", i)
+        records[i]["state"] = "running"
+    _save(run, records, report)
+    try:
+        _collect(store, run, records, pending, report)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        for rec in records:
+            if rec["state"] in ("pending", "running"):
+                rec["state"] = "cancelled"
+        _save(run, records, report)
+    return records
+
+
+def _analysis_source(store: RunStore, task: Task, pending: dict) -> tuple:
+    """(id, None) of a finished analysis with this config, else (None, a submitted task's ref)."""
+    cfg = task.analysis_config()
+    found = store.find_done("analysis", to_dict(cfg))
+    if found is not None:
+        return found.id, None
+    load_dataset(cfg.data, cache_dir=store.workdir / "cache")  # decode once, shared with local workers
+    ref = _analysis.remote(to_dict(cfg), _cache(store))
+    pending[ref] = ("analysis", None)
+    return None, ref
+
+
+def _finished_cell(store: RunStore, analysis_id: str, task: Task, control: bool) -> str | None:
+    config = debias_config(store, analysis_id, task.cell.method, task.params(), control)
+    found = store.find_done("debias", config, parent=analysis_id)
+    return found.id if found is not None else None
+
+
+def _packed(store: RunStore, analysis_id: str) -> dict:
+    return {"id": analysis_id, "runs": {analysis_id: pack(store.get(analysis_id).path)}}
+
+
+def _cache(store: RunStore) -> str:
+    return str((store.workdir / "cache").resolve())
+
+
+def _collect(store: RunStore, run: Run, records: list[dict], pending: dict, report: Reporter) -> None:
+    """Import each result as it arrives (an analysis before the cells that need it)."""
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for ref in ready:
+            kind, i = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001  (recorded with its traceback; the study goes on)
+                if kind == "cell":  # a failed analysis fails its cells, which record it
+                    records[i].update(state="failed", error=_first_line(exc), traceback=str(exc))
+                continue
+            import_runs(store, result["runs"])
+            if kind == "cell":
+                records[i].update(state="done", run=result["id"],
+                                  analysis=store.get(result["id"]).config()["analysis"])
+            _save(run, records, report)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln and ":" in ln]
+    return (errors[-1] if errors else lines[-1] if lines else type(exc).__name__).strip()
+
+
+def _save(run: Run, records: list[dict], report: Reporter) -> None:
+    run.write_json("cells", records)
+    finished = sum(r["state"] in ("done", "failed") for r in records)
+    report(f"cells done {finished}/{len(records)}", finished, len(records))
