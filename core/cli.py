@@ -3,6 +3,7 @@
     d3m pipeline [--data DIR] [--workdir DIR] [--method d3m|auto-d3m|random|jtt|dfr|...] [--k N] ...
     d3m analyze | debias | runs | show RUN | export RUN --out FILE | cancel RUN | validate
     d3m import waterbirds --src DIR | d3m import celeba --src DIR --target T --spurious S [--age-subsample]
+    d3m ablate STUDY.toml [--workdir DIR] [--ray ADDRESS] | d3m ablate --plan STUDY.toml
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from core.dataset import validate_dataset
 from core.debias import start_debias
 from core.methods import METHODS, get_method
 from core.runs import Run, RunStore
+from core.studies import command as studies_command
 from core.summary import pipeline_summary, runs_frame
 from core.views_runs import parse_k_sweep
 
@@ -248,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None, help="CelebA: cap the training split (paper's Age: 50000)")
     p.add_argument("--seed", type=int, default=0, help="CelebA: subsampling seed")
     p.set_defaults(func=cmd_import)
+    studies_command.add_parser(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from core.studies.spec import Study
 # learn from: the sample's small CNN at 32 px on this project's 2-core machine (0.64 s / 3,000).
 DEFAULT_RATE = 0.64 / 3000
 FEATURIZE_EPOCHS = 0.66  # TRAK featurization + scoring of one model, in epochs (README)
+TASK_OVERHEAD_S = 3.0  # a worker's start: imports, dataset and analysis unpacked
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,15 @@ class Task:
         return {**self.cell.params, "seed": self.seed}
 
 
-def _label(method: str, choice: dict, several_methods: bool) -> str:
-    parts = [choice["label"]] if "label" in choice else [
-        f"{k.partition('.')[2]}={','.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in choice.items()]
-    text = ", ".join(parts) or "default"
-    return f"{method}: {text}" if several_methods else text
+def _label(method: str, variant: dict, point: dict, several_methods: bool) -> str:
+    """'T=3, beta=2.0': the variant's label (or its settings), then the grid point's settings."""
+    def text(choice: dict) -> list[str]:
+        return [f"{k.partition('.')[2]}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                for k, v in choice.items() if k.startswith(("analysis.", f"{method}."))]
+
+    parts = ([variant["label"]] if "label" in variant else text(variant)) + text(point)
+    label = ", ".join(parts) or "default"
+    return f"{method}: {label}" if several_methods else label
 
 
 def cells(study: Study) -> list[Cell]:
@@ -62,14 +66,11 @@ def cells(study: Study) -> list[Cell]:
                 params = {**study.params.get(method, {}),
                           **{k.partition(".")[2]: v for k, v in choice.items() if k.startswith(f"{method}.")}}
                 ident = json.dumps([method, params, settings], sort_keys=True)
-                if ident in seen:
-                    continue
-                seen.add(ident)
-                mine = {k: v for k, v in choice.items()
-                        if k == "label" or k.startswith(("analysis.", f"{method}."))}
-                out.append(Cell(_label(method, mine, len(study.methods) > 1), method, params, settings))
+                if ident not in seen:
+                    seen.add(ident)
+                    out.append(Cell(_label(method, variant, point, len(study.methods) > 1), method, params, settings))
     labels = [c.label for c in out]
-    return [Cell(f"{c.label} #{i}" if labels.count(c.label) > 1 else c.label, c.method, c.params, c.settings)
+    return [Cell(f"{c.label} #{i + 1}" if labels.count(c.label) > 1 else c.label, c.method, c.params, c.settings)
             for i, c in enumerate(out)]
 
 
@@ -94,7 +95,7 @@ def estimate_seconds(task: Task, n_train: int, rate: float, control: bool) -> di
                                                          + FEATURIZE_EPOCHS))
     retrains = max(1, len(task.cell.params.get("k_sweep") or []))
     method = scale * cfg.train.epochs * (retrains + (1 if control else 0))
-    return {"analysis_s": analysis, "method_s": method}
+    return {"analysis_s": analysis + TASK_OVERHEAD_S, "method_s": method + TASK_OVERHEAD_S}
 
 
 def plan(study: Study, store: RunStore | None = None, workers: int = 2) -> tuple[pd.DataFrame, float]:
