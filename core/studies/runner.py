@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import ray
 import torch
@@ -66,6 +67,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=env,
                  log_to_driver=False)
     return True
+
+
+def address() -> str:
+    """The address of the Ray this process is connected to (for another driver to join)."""
+    return ray.get_runtime_context().gcs_address
+
+
+def shutdown() -> None:
+    ray.shutdown()
 
 
 def study_config(study: Study, ray_address: str | None = None, num_cpus: int | None = None) -> dict:
@@ -183,7 +193,8 @@ def _collect(store: RunStore, run: Run, records: list[dict], pending: dict, repo
                 result = ray.get(ref)
             except Exception as exc:  # noqa: BLE001  (recorded with its traceback; the study goes on)
                 if kind == "cell":  # a failed analysis fails its cells, which record it
-                    records[i].update(state="failed", error=_first_line(exc), traceback=str(exc))
+                    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Ray colours the remote traceback
+                    records[i].update(state="failed", error=_first_line(text), traceback=text)
                 continue
             import_runs(store, result["runs"])
             if kind == "cell":
@@ -192,10 +203,11 @@ def _collect(store: RunStore, run: Run, records: list[dict], pending: dict, repo
             _save(run, records, report)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "Error" in ln and ":" in ln]
-    return (errors[-1] if errors else lines[-1] if lines else type(exc).__name__).strip()
+def _first_line(text: str) -> str:
+    """The exception line of a remote traceback (its last 'SomethingError: ...' line)."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^\w*(Error|Exception)\b", ln)]
+    return (errors[-1] if errors else lines[-1] if lines else "unknown error").strip()
 
 
 def _save(run: Run, records: list[dict], report: Reporter) -> None:
