@@ -23,6 +23,7 @@ from core.debias import start_debias
 from core.runs import RunStore
 from core.studies import runner, table
 from core.studies.spec import load_study
+from core.studies.study_runs import start_study
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def beta_study(local_ray, tiny_sample, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("beta")
     study = load_study(study_file(tmp, tiny_sample, '[grid]\n"d3m.beta" = [1.0, 2.0]\n', seeds=(0, 1)))
     store = RunStore(tmp / "work")
-    run = runner.start_study(store, study, inline=True)
+    run = start_study(store, study, inline=True)
     return store, run
 
 
@@ -112,7 +113,7 @@ def test_failing_cell_recorded_and_unchanged_cell_reused(beta_study, tiny_sample
             '[[variants]]\nlabel = "too many"\n"d3m.k" = 100000\n')
     study = load_study(study_file(tmp_path, tiny_sample, body))
     n_before = len(store.list("debias"))
-    run = runner.start_study(store, study, inline=True)
+    run = start_study(store, study, inline=True)
     same, bad = run.read_json("cells")
     before = next(r for r in first.read_json("cells") if r["cell"] == "beta=1.0" and r["seed"] == 0)
     assert same["state"] == "done" and same["reused"] and same["run"] == before["run"]
@@ -131,7 +132,7 @@ def test_resume_after_the_driver_is_killed(local_ray, tiny_sample, tmp_path):
             '\n[[variants]]\nlabel = "beta 2"\n"d3m.beta" = 2.0\n')
     study = load_study(study_file(tmp_path, tiny_sample, body))
     store = RunStore(tmp_path / "work")
-    first = runner.start_study(store, study, ray_address=local_ray)  # a background job joining our Ray
+    first = start_study(store, study, ray_address=local_ray)  # a background job joining our Ray
     deadline = time.monotonic() + 240
     while not any(c["state"] == "done" for c in (first.read_json("cells") if first.has("cells.json") else [])):
         assert time.monotonic() < deadline and jobs.refresh(first)["state"] in ("queued", "running")
@@ -141,7 +142,7 @@ def test_resume_after_the_driver_is_killed(local_ray, tiny_sample, tmp_path):
     done_before = {c["cell"]: c["run"] for c in first.read_json("cells") if c["state"] == "done"}
     runs_before = {r.id for r in store.list("debias")}
 
-    second = runner.start_study(store, study, inline=True)
+    second = start_study(store, study, inline=True)
     cells = second.read_json("cells")
     assert all(c["state"] == "done" for c in cells)
     for cell in cells:

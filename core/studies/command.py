@@ -12,6 +12,7 @@ from core.runs import RunStore
 from core.studies import table as tables
 from core.studies.grid import plan
 from core.studies.spec import load_study
+from core.studies.study_runs import start_study
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +36,6 @@ def cmd_ablate(args: argparse.Namespace) -> None:
               f"estimated {seconds / 60:.1f} min on {args.cpus or os.cpu_count()} workers "
               "(finished cells in the work directory are reused and cost nothing)")
         return
-    from core.studies.runner import start_study  # imports Ray: only when a study runs
-
     bar = tqdm(total=1, desc=study.name, unit="cell", file=sys.stderr, dynamic_ncols=True)
 
     def report(stage: str, done: int, total: int) -> None:

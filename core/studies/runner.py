@@ -14,14 +14,15 @@ Design (the simplest that needs no shared file system for results):
   a failed cell with its traceback, and the rest goes on. One torch thread per task.
 - Ray: an embedded local instance with this machine's cores, or an existing cluster when an
   address is given (`--ray ADDRESS` or D3M_RAY_ADDRESS). A Ray already initialised in this
-  process (tests, notebooks) is used as it is.
+  process (tests, notebooks) is used as it is. A study whose cells are all in the store
+  starts no Ray at all.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
+from typing import Callable
 
 import ray
 import torch
@@ -29,16 +30,15 @@ import torch
 from core.config import to_dict
 from core.dataset import load_dataset
 from core.debias import debias_config
-from core import jobs
 from core.jobs import PROJECT_ROOT
 from core.progress import Reporter
 from core.runs import Run, RunStore
 from core.studies import table as tables
 from core.studies.grid import Task, tasks
 from core.studies.spec import Study
+from core.studies.study_runs import study_of
 from core.studies.tasks import analysis_task, import_runs, method_task, pack
 
-TARGET = "core.studies.runner:run_study"
 MAX_RETRIES = 2  # a worker lost mid-task (node died, OOM-killed) runs again; exceptions do not
 
 
@@ -78,74 +78,49 @@ def shutdown() -> None:
     ray.shutdown()
 
 
-def study_config(study: Study, ray_address: str | None = None, num_cpus: int | None = None) -> dict:
-    return {"study": dataclasses.asdict(study), "ray_address": ray_address, "num_cpus": num_cpus}
-
-
-def start_study(store: RunStore, study: Study, *, ray_address: str | None = None, num_cpus: int | None = None,
-                inline: bool = False, report: Reporter | None = None) -> Run:
-    """A study run, as a background job (or in this process with `inline`). A run of the same
-    study still going is returned to be followed; finished cells are reused either way."""
-    config = study_config(study, ray_address, num_cpus)
-    found = store.find_active("study", config)
-    if found is not None:
-        return found
-    run = store.create("study", config, label=study.title)
-    if inline:
-        jobs.run_inline(run, TARGET, report=report)
-    else:
-        jobs.start(run, TARGET)
-    return run
-
-
-def study_of(run: Run) -> Study:
-    spec = dict(run.config()["study"])
-    for key in ("seeds", "methods", "metrics", "variants"):
-        spec[key] = tuple(spec[key])
-    return Study(**spec)
-
-
 def run_study(run: Run, report: Reporter) -> None:
     """Job target: run every task of the study on Ray, then write the table (CSV and JSON).
-    Failed cells are in cells.json with their tracebacks; the run itself is done."""
+    Failed cells are in cells.json with their tracebacks; the run itself is done. Ray is
+    started (or joined) only when some cell is not in the store yet."""
     config = run.config()
     study = study_of(run)
     store = RunStore(run.path.parents[1])
-    started = connect(config.get("ray_address"), config.get("num_cpus"))
+    started: list[bool] = []
     try:
-        records = execute(store, study, run, report)
+        records = execute(store, study, run, report,
+                          lambda: started.append(connect(config.get("ray_address"), config.get("num_cpus"))))
     finally:
-        if started:
+        if any(started):
             ray.shutdown()
     tables.write(run, tables.study_table(tables.task_rows(store, records), study.metrics))
 
 
-def execute(store: RunStore, study: Study, run: Run, report: Reporter) -> list[dict]:
-    """Submit what the store does not have yet, import results as they arrive; the records."""
+def execute(store: RunStore, study: Study, run: Run, report: Reporter, ensure_ray: Callable[[], None]) -> list[dict]:
+    """Reuse what the store has, submit the rest, import results as they arrive; the records."""
     todo = tasks(study)
     records = [{"cell": t.cell.label, "method": t.cell.method, "seed": t.seed, "state": "pending",
                 "analysis": None, "run": None, "reused": False, "error": None, "traceback": None} for t in todo]
-    pending: dict = {}
-    known: dict[str, tuple] = {}  # analysis config (JSON) -> (id in the store or None, ref or None)
+    analyses: dict[str, str | None] = {}  # analysis config (JSON) -> a finished analysis's id
+    to_run = []
     for i, task in enumerate(todo):
         key = json.dumps(to_dict(task.analysis_config()), sort_keys=True)
-        if key not in known:
-            known[key] = _analysis_source(store, task, pending)
-        analysis_id, ref = known[key]
-        if analysis_id is not None:
-            records[i]["analysis"] = analysis_id
-            found = _finished_cell(store, analysis_id, task, study.control)
-            if found is not None:
-                records[i].update(state="done", run=found, reused=True)
-                continue
-            if ref is None:  # shipped to workers once, through the object store
-                ref = ray.put(_packed(store, analysis_id))
-                known[key] = (analysis_id, ref)
-        cell = _method.remote(ref, task.cell.method, task.params(), study.control, _cache(store))
-        pending[cell] = ("cell", i)
-        records[i]["state"] = "running"
+        if key not in analyses:
+            found = store.find_done("analysis", to_dict(task.analysis_config()))
+            analyses[key] = found.id if found is not None else None
+        records[i]["analysis"] = analyses[key]
+        done = _finished_cell(store, analyses[key], task, study.control) if analyses[key] else None
+        if done is not None:
+            records[i].update(state="done", run=done, reused=True)
+        else:
+            to_run.append((i, task, key))
     _save(run, records, report)
+    if not to_run:
+        return records
+    ensure_ray()
+    pending: dict = {}
     try:
+        _submit(store, study, records, to_run, analyses, pending)
+        _save(run, records, report)
         _collect(store, run, records, pending, report)
     finally:
         for ref in pending:
@@ -157,16 +132,22 @@ def execute(store: RunStore, study: Study, run: Run, report: Reporter) -> list[d
     return records
 
 
-def _analysis_source(store: RunStore, task: Task, pending: dict) -> tuple:
-    """(id, None) of a finished analysis with this config, else (None, a submitted task's ref)."""
-    cfg = task.analysis_config()
-    found = store.find_done("analysis", to_dict(cfg))
-    if found is not None:
-        return found.id, None
-    load_dataset(cfg.data, cache_dir=store.workdir / "cache")  # decode once, shared with local workers
-    ref = _analysis.remote(to_dict(cfg), _cache(store))
-    pending[ref] = ("analysis", None)
-    return None, ref
+def _submit(store: RunStore, study: Study, records: list[dict], to_run: list[tuple],
+            analyses: dict[str, str | None], pending: dict) -> None:
+    """One task per missing analysis, one per cell taking its analysis task's result (or the
+    stored analysis, shipped once through the object store) as an argument."""
+    refs: dict[str, object] = {}
+    for i, task, key in to_run:
+        if key not in refs:
+            if analyses[key] is not None:
+                refs[key] = ray.put(_packed(store, analyses[key]))
+            else:
+                cfg = task.analysis_config()
+                load_dataset(cfg.data, cache_dir=store.workdir / "cache")  # decoded once, shared by local workers
+                refs[key] = _analysis.remote(to_dict(cfg), _cache(store))
+                pending[refs[key]] = ("analysis", None)
+        pending[_method.remote(refs[key], task.cell.method, task.params(), study.control, _cache(store))] = ("cell", i)
+        records[i]["state"] = "running"
 
 
 def _finished_cell(store: RunStore, analysis_id: str, task: Task, control: bool) -> str | None:
