@@ -54,8 +54,11 @@ def _method(analysis: dict, method: str, params: dict, control: bool, cache_dir:
     return method_task(analysis, method, params, control, cache_dir)
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Start or join Ray unless this process already has it; True when this call started it."""
+def connect(address: str | None = None, num_cpus: int | None = None, attempts: int = 3) -> bool:
+    """Start or join Ray unless this process already has it; True when this call started it.
+
+    A local start is tried again when Ray gives up waiting for its own processes (it waits a
+    fixed 30 s, which a heavily loaded machine can exceed)."""
     if ray.is_initialized():
         return False
     address = address or os.environ.get("D3M_RAY_ADDRESS") or None
@@ -63,9 +66,16 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
                         "OMP_NUM_THREADS": "1"}}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=env,
-                 log_to_driver=False)
+        return True
+    for attempt in range(attempts):
+        try:
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                     runtime_env=env, log_to_driver=False)
+            return True
+        except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception for this)
+            ray.shutdown()
+            if "timed out during startup" not in str(exc) or attempt == attempts - 1:
+                raise
     return True
 
 
