@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,13 +40,15 @@ def create_analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
     return store.create("analysis", to_dict(cfg), label=f"{Path(cfg.data.root).name}, T={cfg.trak.n_models}")
 
 
-def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, inline: bool = False) -> Run:
+def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, inline: bool = False,
+                   target: str = TARGET) -> Run:
     """The one way to get an analysis for `cfg` (CLI, pages, benchmarks, studies).
 
     With `reuse`, a finished analysis with exactly this config is returned as it is, and one
     still running is returned to be followed (a restart or a second click loses nothing and
     starts nothing twice). Otherwise a new run is created and started: as a background job, or
-    in this process with `inline` (it has finished, or raised, when this returns).
+    in this process with `inline` (it has finished, or raised, when this returns). `target`
+    may name core.studies.members.TARGET: the same analysis with its members as Ray tasks.
     """
     if reuse:
         found = store.find_done("analysis", to_dict(cfg)) or store.find_active("analysis", to_dict(cfg))
@@ -53,9 +56,9 @@ def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, 
             return found
     run = create_analysis_run(store, cfg)
     if inline:
-        jobs.run_inline(run, TARGET)
+        jobs.run_inline(run, target)
     else:
-        jobs.start(run, TARGET)
+        jobs.start(run, target)
     return run
 
 
@@ -78,7 +81,7 @@ def evaluate(model: torch.nn.Module, data: Dataset, device: torch.device) -> dic
     return out
 
 
-def run_analysis(run: Run, report: Reporter) -> None:
+def run_analysis(run: Run, report: Reporter, members: MemberRunner | None = None) -> None:
     """Job target: ERM, the T-model TRAK ensemble, then D3M/Auto-D3M/subpopulation tables."""
     cfg = from_dict(AnalysisConfig, run.config())
     device = pick_device(cfg.train.device)
@@ -93,38 +96,71 @@ def run_analysis(run: Run, report: Reporter) -> None:
     for split in ("val", "test"):
         run.write_array(f"erm_logits_{split}", ev.pop(f"logits_{split}"))
     timings["erm_train"] = erm.seconds
-    scores = ensemble_scores(run, data, cfg, device, report, timings)
+    scores = ensemble_scores(run, data, cfg, device, report, timings, members)
     write_selections(run, data, scores, run.read_array("erm_logits_val"))
     epochs_done = erm.steps / math.ceil(len(train_idx) / cfg.train.batch_size)
     run.write_json("metrics", {**ev, "steps": erm.steps, "epoch_seconds": erm.seconds / epochs_done,
                                "timings": timings, "device": str(device)})
 
 
+@dataclass(frozen=True)
+class Member:
+    """One ensemble member to train and featurize: its index, subset (positions in train) and seed."""
+
+    t: int
+    subset: np.ndarray
+    seed: int
+
+
+@dataclass
+class MemberResult:
+    t: int
+    model: torch.nn.Module
+    scores: np.ndarray  # τ of this member alone (val x train)
+    train_seconds: float
+    featurize_seconds: float
+
+
+# Runs members elsewhere (core/studies/members.py: as Ray tasks) and yields their results in order t.
+MemberRunner = Callable[[Dataset, AnalysisConfig, AnalysisConfig, list[Member]], Iterator[MemberResult]]
+
+
 def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.device,
-                    report: Reporter, timings: dict) -> np.ndarray:
+                    report: Reporter, timings: dict, members: MemberRunner | None = None) -> np.ndarray:
     """τ averaged over T models, each trained on a random `subset_fraction` of train
-    (with trak.proxy_width > 1: narrower proxy models of the configured architecture)."""
+    (with trak.proxy_width > 1: narrower proxy models of the configured architecture).
+    Members train here one after the other, or through `members` (the same numbers)."""
     train_idx, val_idx = data.idx("train"), data.idx("val")
     t_cfg = cfg.trak
     out = np.lib.format.open_memmap(run.file("scores.npy"), mode="w+", dtype=np.float32,
                                     shape=(len(val_idx), len(train_idx)))
     rng = np.random.default_rng(cfg.train.seed)
     member_cfg = replace(cfg, model=proxy_model_config(cfg.model, t_cfg.proxy_width))
+    n_sub = max(1, round(t_cfg.subset_fraction * len(train_idx)))
+    todo = [Member(t, np.sort(rng.choice(len(train_idx), n_sub, replace=False)), cfg.train.seed * 1000 + t + 1)
+            for t in range(t_cfg.n_models)]
     timings.update(ensemble_train=0.0, featurize=0.0)
-    for t in range(t_cfg.n_models):
-        prefix = f"model {t + 1}/{t_cfg.n_models}: "
-        n_sub = max(1, round(t_cfg.subset_fraction * len(train_idx)))
-        subset = np.sort(rng.choice(len(train_idx), n_sub, replace=False))
-        run.write_array(f"ensemble/subset_{t}", subset)
-        seed = cfg.train.seed * 1000 + t + 1
-        member = fit(data, train_idx[subset], member_cfg, replace(cfg.train, seed=seed), device,
-                     scaled(report, prefix))
-        save_checkpoint(run.file(f"ensemble/model_{t}.pt"), member.model, member_cfg)
-        timings["ensemble_train"] += member.seconds
+    for member in todo:
+        run.write_array(f"ensemble/subset_{member.t}", member.subset)
+    if members is not None:
+        for result in members(data, cfg, member_cfg, todo):
+            save_checkpoint(run.file(f"ensemble/model_{result.t}.pt"), result.model, member_cfg)
+            out += (1.0 / t_cfg.n_models) * result.scores
+            timings["ensemble_train"] += result.train_seconds
+            timings["featurize"] += result.featurize_seconds
+            report("ensemble members", result.t + 1, t_cfg.n_models)
+        out.flush()
+        return run.read_array("scores")
+    for member in todo:
+        prefix = f"model {member.t + 1}/{t_cfg.n_models}: "
+        trained = fit(data, train_idx[member.subset], member_cfg, replace(cfg.train, seed=member.seed), device,
+                      scaled(report, prefix))
+        save_checkpoint(run.file(f"ensemble/model_{member.t}.pt"), trained.model, member_cfg)
+        timings["ensemble_train"] += trained.seconds
         start = time.perf_counter()
-        model_scores(member.model, data.images, data.labels, train_idx, val_idx, t_cfg, seed, device,
-                     run.file(f"ensemble/features_{t}"), out, weight=1.0 / t_cfg.n_models,
-                     model_id=f"{run.id}/model_{t}", report=scaled(report, prefix))
+        model_scores(trained.model, data.images, data.labels, train_idx, val_idx, t_cfg, member.seed, device,
+                     run.file(f"ensemble/features_{member.t}"), out, weight=1.0 / t_cfg.n_models,
+                     model_id=f"{run.id}/model_{member.t}", report=scaled(report, prefix))
         timings["featurize"] += time.perf_counter() - start
     out.flush()
     return run.read_array("scores")

@@ -187,3 +187,28 @@ def test_joins_a_cluster_by_address(tiny_sample, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+
+
+def test_ensemble_members_on_ray_equal_the_serial_loop(local_ray, tiny_sample, tmp_path):
+    from core.checkpoints import load_checkpoint
+    from core.studies import members
+
+    from threadpoolctl import threadpool_limits
+
+    cfg = analysis_config(tiny_sample, **{**SETTINGS, "n_models": 2})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a Ray task (torch and BLAS: one thread)
+    try:
+        with threadpool_limits(1):
+            serial = start_analysis(RunStore(tmp_path / "serial"), cfg, inline=True)
+        on_ray = start_analysis(RunStore(tmp_path / "ray"), cfg, inline=True, target=members.TARGET)
+    finally:
+        torch.set_num_threads(threads)
+    assert on_ray.status()["target"] == members.TARGET
+    np.testing.assert_array_equal(on_ray.read_array("scores"), serial.read_array("scores"))
+    np.testing.assert_array_equal(on_ray.read_array("alignment"), serial.read_array("alignment"))
+    for t in range(2):
+        np.testing.assert_array_equal(on_ray.read_array(f"ensemble/subset_{t}"), serial.read_array(f"ensemble/subset_{t}"))
+        a, b = (load_checkpoint(r.file(f"ensemble/model_{t}.pt")).state_dict() for r in (on_ray, serial))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert on_ray.read_json("metrics")["timings"]["featurize"] > 0
