@@ -35,7 +35,7 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
                            scope=args.scope, proxy_width=args.proxy_width)
 
 
-def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
+def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig, members: str = "serial") -> Run:
     """Reuse a finished analysis with the same config (a restart loses nothing), else run one.
 
     The dataset is checked first (without decoding images: the job does that), so a bad
@@ -44,7 +44,7 @@ def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
                               metadata=cfg.data.metadata)
     if issues:
         raise SystemExit("\n".join(map(str, issues[:20])) + f"\n{len(issues)} problem(s): nothing was run")
-    run = start_analysis(store, cfg)
+    run = start_analysis(store, cfg, target=studies_command.analysis_target(members))
     if run.status().get("state") == "done":
         print(f"reusing analysis {run.id}", file=sys.stderr)
         return run
@@ -83,7 +83,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     method = args.method.replace("-", "_")
     params = method_params(args)
     get_method(method).resolve(params)  # a bad option fails now, not after the analysis
-    analysis = find_or_start_analysis(store, config_from_args(args))
+    analysis = find_or_start_analysis(store, config_from_args(args), args.members)
     if method == "random" and args.k is None:
         params["k"] = int((analysis.read_array("alignment") < 0).sum())
     run = follow_debias(store, analysis.id, method, params)
@@ -110,7 +110,7 @@ def follow_debias(store: RunStore, analysis_id: str, method: str, params: dict) 
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
-    run = find_or_start_analysis(RunStore(args.workdir), config_from_args(args))
+    run = find_or_start_analysis(RunStore(args.workdir), config_from_args(args), args.members)
     print(run.id)
 
 
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scope", default=t.scope, help="gradient scope: all | last | last:N")
         p.add_argument("--proxy-width", type=int, default=t.proxy_width,
                        help="ensemble members at 1/W of the channel width (small_cnn; 1 = same model)")
+        p.add_argument("--members", default="serial", choices=["serial", "ray"],
+                       help="train the ensemble members one by one (default) or as Ray tasks")
 
     def method_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--method", default="d3m", choices=method_choices())

@@ -8,11 +8,17 @@ import sys
 import pandas as pd
 from tqdm import tqdm
 
+from core.analysis import TARGET
 from core.runs import RunStore
 from core.studies import table as tables
 from core.studies.grid import plan
 from core.studies.spec import load_study
-from core.studies.study_runs import start_study
+from core.studies.study_runs import MEMBERS_TARGET, start_study
+
+
+def analysis_target(members: str) -> str:
+    """The analysis job target for `--members serial|ray` (the Ray one lives in core.studies)."""
+    return MEMBERS_TARGET if members == "ray" else TARGET
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

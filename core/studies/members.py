@@ -28,9 +28,10 @@ from core.models import build_model, pick_device
 from core.progress import Reporter, silent
 from core.runs import Run
 from core.studies.runner import MAX_RETRIES, connect
+from core.studies.study_runs import MEMBERS_TARGET
 from core.training import fit
 
-TARGET = "core.studies.members:run_analysis_on_ray"
+TARGET = MEMBERS_TARGET
 
 
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)

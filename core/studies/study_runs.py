@@ -19,6 +19,7 @@ from core.studies import table as tables
 from core.studies.spec import Study, StudyError, load_study
 
 TARGET = "core.studies.runner:run_study"
+MEMBERS_TARGET = "core.studies.members:run_analysis_on_ray"  # an analysis with its members on Ray
 
 
 def study_config(study: Study, ray_address: str | None = None, num_cpus: int | None = None) -> dict:
