@@ -91,8 +91,9 @@ def test_ablations_in_a_browser(server):
             assert cell["state"] == "done", cell
             wga = store.get(cell["run"]).read_json("metrics")["test"]["wga"]
             grid = page.locator('[data-testid="stDataFrame"]').last
-            expect(grid).to_contain_text(f"beta=1.0", timeout=30_000)
+            expect(grid).to_contain_text("beta=1.0", timeout=30_000)
             expect(grid).to_contain_text(f"{100 * wga:.1f}", timeout=30_000)
+            page.locator(".js-plotly-plot .bars").first.wait_for(timeout=60_000)  # the bar chart drawn
             shot(page, "09-ablations-table")
             page.get_by_role("button", name="Open on the Compare page").click()
             page.get_by_role("heading", name="Compare runs").wait_for(timeout=60_000)
