@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from core.analysis import TARGET
-from core.runs import RunStore
+from core.runs import Run, RunStore
 from core.studies import table as tables
 from core.studies.grid import plan
 from core.studies.spec import load_study
@@ -56,7 +56,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     show(run)
 
 
-def show(run) -> None:
+def show(run: Run) -> None:
     """Print the table, where it is on disk, and every failed cell; exit 1 if any failed."""
     with pd.option_context("display.width", 250, "display.max_columns", 50):
         print(tables.formatted(tables.read(run)).to_string(index=False))

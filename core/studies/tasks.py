@@ -116,5 +116,4 @@ def method_task(analysis: dict, method: str, params: dict, control: bool, cache_
         with measured() as used:
             run = start_debias(store, analysis["id"], method, params, control=control, inline=True)
         run.write_json("resources", used)
-        made = [r for r in store.list("debias")]
-        return {"id": run.id, "runs": {r.id: pack(r.path) for r in made}}
+        return {"id": run.id, "runs": {r.id: pack(r.path) for r in store.list("debias")}}
