@@ -13,9 +13,10 @@ from core.dataset import metadata_path
 from core.runs import RunStore
 from core.studies.spec import Study
 
-# Seconds per training example per epoch when the work directory has no finished analysis to
-# learn from: the sample's small CNN at 32 px on this project's 2-core machine (0.64 s / 3,000).
-DEFAULT_RATE = 0.64 / 3000
+# Seconds per training example per epoch on one core when the work directory has no finished
+# analysis to learn from: the sample's small CNN at 32 px, one torch thread, on this project's
+# machine (a D3M retrain of 3 epochs took 4.4 s of CPU; benchmarks.ablate, README).
+DEFAULT_RATE = 4.4 / (3 * 3000)
 FEATURIZE_EPOCHS = 0.66  # TRAK featurization + scoring of one model, in epochs (README)
 TASK_OVERHEAD_S = 3.0  # a worker's start: imports, dataset and analysis unpacked
 

@@ -206,8 +206,8 @@ def _analysis(check: _Checker, path: Path, table: dict) -> dict:
         if key in table and not isinstance(table[key], str):
             check.fail(key, f"{table[key]!r} is not text")
     root = (path.parent / data).resolve()
-    if not root.is_dir():
-        check.fail("data", f"no such dataset folder {root}")
+    if not root.exists():
+        check.fail("data", f"no such dataset folder or table {root}")
     for name, value in out.items():
         check_setting(check, name, name, value)
     return {"data": str(root), "group_attribute": group_attribute, **out}
