@@ -5,6 +5,7 @@ test-artifacts/screenshots/ (09-ablations-*.png)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -84,7 +85,7 @@ def test_ablations_in_a_browser(server):
             page.get_by_role("button", name="Start study").click()
             page.get_by_role("button", name="Cancel").wait_for(timeout=60_000)
             shot(page, "09-ablations-running")
-            page.get_by_text("Table (").wait_for(timeout=400_000)
+            page.get_by_role("heading", name=re.compile(r"^Table \(")).wait_for(timeout=400_000)
             settle(page)
             [study] = store.list("study")
             [cell] = study.read_json("cells")
@@ -93,7 +94,8 @@ def test_ablations_in_a_browser(server):
             grid = page.locator('[data-testid="stDataFrame"]').last
             expect(grid).to_contain_text("beta=1.0", timeout=30_000)
             expect(grid).to_contain_text(f"{100 * wga:.1f}", timeout=30_000)
-            page.locator(".js-plotly-plot .bars").first.wait_for(timeout=60_000)  # the bar chart drawn
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the bar chart drawn
+            page.wait_for_timeout(1000)
             shot(page, "09-ablations-table")
             page.get_by_role("button", name="Open on the Compare page").click()
             page.get_by_role("heading", name="Compare runs").wait_for(timeout=60_000)
