@@ -12,6 +12,7 @@ PAGES = [
     st.Page("dashboard/pages/subpopulations.py", title="Subpopulations", icon=":material/grid_view:"),
     st.Page("dashboard/pages/debias.py", title="Debias", icon=":material/build:"),
     st.Page("dashboard/pages/compare.py", title="Compare runs", icon=":material/compare:"),
+    st.Page("dashboard/pages/ablations.py", title="Ablations", icon=":material/science:"),
 ]
 
 navigation = st.navigation(PAGES)

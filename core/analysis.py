@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ def create_analysis_run(store: RunStore, cfg: AnalysisConfig) -> Run:
     return store.create("analysis", to_dict(cfg), label=f"{Path(cfg.data.root).name}, T={cfg.trak.n_models}")
 
 
-def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, inline: bool = False) -> Run:
+def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, inline: bool = False,
+                   target: str = TARGET) -> Run:
     """The one way to get an analysis for `cfg` (CLI, pages, benchmarks, studies).
 
     With `reuse`, a finished analysis with exactly this config is returned as it is, one
@@ -49,7 +51,8 @@ def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, 
     resumed in its folder from its last finished stage (a restart or a second click loses
     nothing and starts nothing twice). Otherwise the config and dataset are checked (every
     image decoded) before a new run is created and started: as a background job, or in this
-    process with `inline` (it has finished, or raised, when this returns).
+    process with `inline` (it has finished, or raised, when this returns). `target` may name
+    core.studies.members.TARGET: the same analysis with its members as Ray tasks.
     """
     config = to_dict(cfg)
     if reuse:
@@ -62,9 +65,9 @@ def start_analysis(store: RunStore, cfg: AnalysisConfig, *, reuse: bool = True, 
         return jobs.resume_or_join(resumable, inline=inline)
     run = create_analysis_run(store, cfg)
     if inline:
-        jobs.run_inline(run, TARGET)
+        jobs.run_inline(run, target)
     else:
-        jobs.start(run, TARGET)
+        jobs.start(run, target)
     return run
 
 
@@ -87,11 +90,12 @@ def evaluate(model: torch.nn.Module, data: Dataset, device: torch.device) -> dic
     return out
 
 
-def run_analysis(run: Run, report: Reporter) -> None:
+def run_analysis(run: Run, report: Reporter, members: MemberRunner | None = None) -> None:
     """Job target: ERM, the T-model TRAK ensemble, then D3M/Auto-D3M/subpopulation tables.
 
     Rerun on the same folder (core.jobs.resume), it skips every finished stage (ERM model,
-    ensemble members, complete feature stores, scores) and gives the uninterrupted result."""
+    ensemble members, complete feature stores, scores) and gives the uninterrupted result.
+    `members` runs the ensemble members elsewhere (core/studies/members.py: as Ray tasks)."""
     cfg = from_dict(AnalysisConfig, run.config())
     device = pick_device(cfg.train.device)
     data = load_run_dataset(cfg, run, report)
@@ -102,7 +106,7 @@ def run_analysis(run: Run, report: Reporter) -> None:
     for split in ("val", "test"):
         run.write_array(f"erm_logits_{split}", ev.pop(f"logits_{split}"))
     timings = {"erm_train": erm_info["seconds"]}
-    scores = ensemble_scores(run, data, cfg, device, report, timings)
+    scores = ensemble_scores(run, data, cfg, device, report, timings, members)
     write_selections(run, data, scores, run.read_array("erm_logits_val"))
     epochs_done = erm_info["steps"] / math.ceil(len(train_idx) / cfg.train.batch_size)
     run.write_json("metrics", {**ev, "steps": erm_info["steps"], "timings": timings, "device": str(device),
@@ -151,22 +155,54 @@ def member_model(run: Run, data: Dataset, cfg: AnalysisConfig, t: int, subset: n
     if stages.is_done(run, f"member_{t}"):
         seconds = stages.info(run, f"member_{t}")["seconds"]
         return load_checkpoint(run.file(f"ensemble/model_{t}.pt"), device), seconds
-    member_cfg = replace(cfg, model=proxy_model_config(cfg.model, cfg.trak.proxy_width))
-    run.write_array(f"ensemble/subset_{t}", subset)
-    member = fit(data, data.idx("train")[subset], member_cfg, replace(cfg.train, seed=member_seed(cfg, t)),
+    member = fit(data, data.idx("train")[subset], member_cfg(cfg), replace(cfg.train, seed=member_seed(cfg, t)),
                  device, report)
-    save_checkpoint(run.file(f"ensemble/model_{t}.pt"), member.model, member_cfg)
-    stages.mark_done(run, f"member_{t}", {"seconds": member.seconds})
+    save_member(run, cfg, t, subset, member.model, member.seconds)
     return member.model, member.seconds
 
 
+def member_cfg(cfg: AnalysisConfig) -> AnalysisConfig:
+    """The members' config: with trak.proxy_width > 1 a narrower proxy of the architecture."""
+    return replace(cfg, model=proxy_model_config(cfg.model, cfg.trak.proxy_width))
+
+
+def save_member(run: Run, cfg: AnalysisConfig, t: int, subset: np.ndarray, model: torch.nn.Module,
+                seconds: float) -> None:
+    """Member t's subset and checkpoint, then its completion marker."""
+    run.write_array(f"ensemble/subset_{t}", subset)
+    save_checkpoint(run.file(f"ensemble/model_{t}.pt"), model, member_cfg(cfg))
+    stages.mark_done(run, f"member_{t}", {"seconds": seconds})
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ensemble member to train and featurize: its index, subset (positions in train) and seed."""
+
+    t: int
+    subset: np.ndarray
+    seed: int
+
+
+@dataclass
+class MemberResult:
+    t: int
+    model: torch.nn.Module
+    scores: np.ndarray  # τ of this member alone (val x train)
+    train_seconds: float
+    featurize_seconds: float
+
+
+# Runs members elsewhere (core/studies/members.py: as Ray tasks) and yields their results in order t.
+MemberRunner = Callable[[Dataset, AnalysisConfig, AnalysisConfig, list[Member]], Iterator[MemberResult]]
+
+
 def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.device,
-                    report: Reporter, timings: dict) -> np.ndarray:
+                    report: Reporter, timings: dict, members: MemberRunner | None = None) -> np.ndarray:
     """τ averaged over T models, each trained on a random `subset_fraction` of train
     (with trak.proxy_width > 1: narrower proxy models of the configured architecture).
-
     The sum is rebuilt from zero on a resume: finished members are loaded, their complete
-    feature stores reused, only the cheap target scoring runs again."""
+    feature stores reused, only the cheap target scoring runs again. Members train here one
+    after the other, or the unfinished ones through `members` (the same numbers)."""
     if stages.is_done(run, "scores"):
         timings.update(stages.info(run, "scores"))
         return run.read_array("scores")
@@ -175,7 +211,19 @@ def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.
     out = np.lib.format.open_memmap(run.file("scores.npy"), mode="w+", dtype=np.float32,
                                     shape=(len(val_idx), len(train_idx)))
     times = {"ensemble_train": 0.0, "featurize": 0.0}
-    for t, subset in enumerate(member_subsets(cfg, len(train_idx))):
+    subsets = member_subsets(cfg, len(train_idx))
+    todo = [Member(t, subset, member_seed(cfg, t)) for t, subset in enumerate(subsets)
+            if not stages.is_done(run, f"member_{t}")]
+    elsewhere = members(data, cfg, member_cfg(cfg), todo) if members is not None and todo else None
+    for t, subset in enumerate(subsets):
+        if elsewhere is not None and not stages.is_done(run, f"member_{t}"):
+            result = next(elsewhere)  # results come in order t
+            save_member(run, cfg, t, subset, result.model, result.train_seconds)
+            out += (1.0 / t_cfg.n_models) * result.scores
+            times["ensemble_train"] += result.train_seconds
+            times["featurize"] += result.featurize_seconds
+            report("ensemble members", t + 1, t_cfg.n_models)
+            continue
         prefix = f"model {t + 1}/{t_cfg.n_models}: "
         model, seconds = member_model(run, data, cfg, t, subset, device, scaled(report, prefix))
         times["ensemble_train"] += seconds
@@ -184,6 +232,8 @@ def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.
                      run.file(f"ensemble/features_{t}"), out, weight=1.0 / t_cfg.n_models,
                      model_id=f"{run.id}/model_{t}", report=scaled(report, prefix))
         times["featurize"] += time.perf_counter() - start
+    if elsewhere is not None:
+        elsewhere.close()  # lets the runner release what it started (e.g. a local Ray)
     out.flush()
     del out
     stages.mark_done(run, "scores", times)

@@ -3,6 +3,7 @@
     d3m pipeline [--data DIR] [--workdir DIR] [--method d3m|auto-d3m|random|jtt|dfr|...] [--k N] ...
     d3m analyze | debias | runs | show RUN | export RUN --out FILE | cancel RUN | resume RUN | validate
     d3m import waterbirds --src DIR | d3m import celeba --src DIR --target T --spurious S [--age-subsample]
+    d3m ablate STUDY.toml [--workdir DIR] [--ray ADDRESS] | d3m ablate --plan STUDY.toml
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from core.debias import start_debias
 from core.methods import METHODS
 from core.progress import progress_text
 from core.runs import Run, RunStore
+from core.studies import command as studies_command
 from core.summary import pipeline_summary, runs_frame
 from core.views_runs import parse_k_sweep
 
@@ -38,11 +40,11 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
                            scope=args.scope, proxy_width=args.proxy_width)
 
 
-def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig) -> Run:
+def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig, members: str = "serial") -> Run:
     """Reuse a finished analysis with the same config (a restart loses nothing), resume one
-    that died, else run one; settings and dataset (every image) are checked before any run
-    folder is created."""
-    run = start_analysis(store, cfg)
+    that died, else run one (its ensemble members serially or as Ray tasks); settings and
+    dataset (every image) are checked before any run folder is created."""
+    run = start_analysis(store, cfg, target=studies_command.analysis_target(members))
     if run.status().get("state") == "done":
         print(f"reusing analysis {run.id}", file=sys.stderr)
         return run
@@ -89,7 +91,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     data = check_analysis(cfg, store.workdir / "cache")  # a bad option, k or image fails now,
     check_params(method, params, len(data.idx("train")), data.idx("train"))  # not after the analysis
-    analysis = find_or_start_analysis(store, cfg)
+    analysis = find_or_start_analysis(store, cfg, args.members)
     if method == "random" and args.k is None:
         params["k"] = int((analysis.read_array("alignment") < 0).sum())
     run = follow_debias(store, analysis.id, method, params)
@@ -116,7 +118,7 @@ def follow_debias(store: RunStore, analysis_id: str, method: str, params: dict) 
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
-    run = find_or_start_analysis(RunStore(args.workdir), config_from_args(args))
+    run = find_or_start_analysis(RunStore(args.workdir), config_from_args(args), args.members)
     print(run.id)
 
 
@@ -216,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scope", default=t.scope, help="gradient scope: all | last | last:N")
         p.add_argument("--proxy-width", type=int, default=t.proxy_width,
                        help="ensemble members at 1/W of the channel width (small_cnn; 1 = same model)")
+        p.add_argument("--members", default="serial", choices=["serial", "ray"],
+                       help="train the ensemble members one by one (default) or as Ray tasks")
 
     def method_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--method", default="d3m", choices=method_choices())
@@ -266,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=None, help="CelebA: cap the training split (paper's Age: 50000)")
     p.add_argument("--seed", type=int, default=0, help="CelebA: subsampling seed")
     p.set_defaults(func=cmd_import)
+    studies_command.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,74 @@
+"""One analysis's T ensemble members as Ray tasks (`d3m pipeline|analyze --members ray`).
+
+Injected into core.analysis.ensemble_scores (which does not know Ray): the dataset goes to the
+workers once through the object store; each task trains its member (one torch thread),
+featurizes and scores it in a temporary folder and returns the state_dict and its τ
+(val x train, so memory per member is that of scores.npy); the driver writes the checkpoints
+and adds the τ's in order t, the same sums as the serial loop.
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import ray
+import torch
+
+from core import analysis
+from core.analysis import Member, MemberResult
+from core.attribution.trak import model_scores
+from core.config import AnalysisConfig
+from core.dataset import Dataset
+from core.models import build_model, pick_device
+from core.progress import Reporter, silent
+from core.runs import Run
+from core.studies.runner import MAX_RETRIES, connect
+from core.studies.study_runs import MEMBERS_TARGET
+from core.training import fit
+
+TARGET = MEMBERS_TARGET
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _member(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig, member: Member) -> dict:
+    torch.set_num_threads(1)
+    device = pick_device(cfg.train.device)
+    train_idx, val_idx = data.idx("train"), data.idx("val")
+    trained = fit(data, train_idx[member.subset], member_cfg, replace(cfg.train, seed=member.seed), device, silent)
+    scores = np.zeros((len(val_idx), len(train_idx)), np.float32)
+    with tempfile.TemporaryDirectory(prefix="d3m-member-") as tmp:
+        t0 = time.perf_counter()
+        model_scores(trained.model, data.images, data.labels, train_idx, val_idx, cfg.trak, member.seed, device,
+                     Path(tmp) / "features", scores, weight=1.0)
+        featurize = time.perf_counter() - t0
+    buf = io.BytesIO()
+    torch.save(trained.model.state_dict(), buf)
+    return {"t": member.t, "state_dict": buf.getvalue(), "scores": scores, "train_seconds": trained.seconds,
+            "featurize_seconds": featurize}
+
+
+def ray_members(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig,
+                members: list[Member]) -> Iterator[MemberResult]:
+    """Every member as a Ray task at once; results yielded in order t."""
+    started = connect()
+    try:
+        shared = ray.put(replace(data, images=np.array(data.images)))
+        refs = [_member.remote(shared, cfg, member_cfg, m) for m in members]
+        for ref in refs:
+            out = ray.get(ref)
+            model = build_model(member_cfg.model, data.n_classes, cfg.data.image_size)
+            model.load_state_dict(torch.load(io.BytesIO(out["state_dict"]), weights_only=True))
+            yield MemberResult(out["t"], model.eval(), out["scores"], out["train_seconds"], out["featurize_seconds"])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_analysis_on_ray(run: Run, report: Reporter) -> None:
+    """Job target: core.analysis.run_analysis with its members on Ray."""
+    analysis.run_analysis(run, report, members=ray_members)
