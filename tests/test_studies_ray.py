@@ -118,8 +118,8 @@ def test_failing_cell_recorded_and_unchanged_cell_reused(beta_study, tiny_sample
     before = next(r for r in first.read_json("cells") if r["cell"] == "beta=1.0" and r["seed"] == 0)
     assert same["state"] == "done" and same["reused"] and same["run"] == before["run"]
     assert bad["state"] == "failed" and bad["error"] == (
-        "ValueError: k = 100000 is outside 0..300 (the number of training examples)")
-    assert 'core/selection.py", line' in bad["traceback"] and "most_negative" in bad["traceback"]
+        "ValueError: k 100000 is outside 0..299: the training split has 300 examples and at least one must stay")
+    assert 'core/preflight.py", line' in bad["traceback"]  # refused before any task ran
     got = table.read(run).set_index("cell")
     assert got.loc["too many", "failed"] == 1 and got.loc["too many", "seeds"] == 0
     assert got.loc["same as before", "test_wga_mean"] == pytest.approx(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import traceback
 from typing import Callable
 
 import ray
@@ -118,7 +119,11 @@ def execute(store: RunStore, study: Study, run: Run, report: Reporter, ensure_ra
             found = store.find_done("analysis", to_dict(task.analysis_config()))
             analyses[key] = found.id if found is not None else None
         records[i]["analysis"] = analyses[key]
-        done = _finished_cell(store, analyses[key], task, study.control) if analyses[key] else None
+        try:
+            done = _finished_cell(store, analyses[key], task, study.control) if analyses[key] else None
+        except ValueError as exc:  # refused before anything runs (options, k against n): a failed cell
+            records[i].update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            continue
         if done is not None:
             records[i].update(state="done", run=done, reused=True)
         else:
