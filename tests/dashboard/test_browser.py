@@ -33,14 +33,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(tmp_path, data_root, workdir):
+def serve(tmp_path, data_root, workdir, **env_extra):
     """`streamlit run app.py` on a dataset folder and work directory (through the env
-    defaults), yielding its URL; stopped afterwards. Skips when no chromium is installed."""
+    defaults, plus `env_extra`), yielding its URL; stopped afterwards. Skips when no chromium
+    is installed."""
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
     port = free_port()
-    env = dict(os.environ, D3M_DATA=str(data_root), D3M_WORKDIR=str(workdir))
+    env = dict(os.environ, D3M_DATA=str(data_root), D3M_WORKDIR=str(workdir), **env_extra)
+    env.pop("D3M_RAY_ADDRESS", None)  # a study started in the app runs on its own local Ray
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.address", "127.0.0.1", "--server.port", str(port)],

@@ -4,69 +4,27 @@ metric and follow the cell's link to the Compare page. Screenshots go to
 test-artifacts/screenshots/ (09-ablations-*.png)."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
 from core.runs import RunStore
-from tests.dashboard.conftest import ROOT, make_sample
-from tests.dashboard.test_browser import CHROMIUM_ARGS, free_port, settle, shot
+from tests.dashboard.conftest import make_sample
+from tests.dashboard.test_browser import CHROMIUM_ARGS, serve, settle, shot
+from tests.test_studies_ray import study_file
 
 pytestmark = pytest.mark.browser
-STUDY = """\
-title = "Tiny beta study"
-seeds = [0]
-methods = ["d3m"]
-
-[analysis]
-data = "{data}"
-epochs = 1
-n_models = 1
-proj_dim = 128
-device = "cpu"
-
-[grid]
-"d3m.beta" = [1.0]
-"""
 
 
 @pytest.fixture
 def server(tmp_path):
-    if shutil.which("chromium") is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+    """The app with a one-cell study file of a fresh tiny sample in D3M_STUDIES."""
     data = make_sample(tmp_path / "data")
     (tmp_path / "studies").mkdir()
-    (tmp_path / "studies" / "tiny.toml").write_text(STUDY.format(data=data))
-    port = free_port()
-    env = dict(os.environ, D3M_DATA=str(data), D3M_WORKDIR=str(tmp_path / "work"),
-               D3M_STUDIES=str(tmp_path / "studies"))
-    env.pop("D3M_RAY_ADDRESS", None)
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--server.port", str(port)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}", RunStore(tmp_path / "work")
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    study_file(tmp_path / "studies", data, '[grid]\n"d3m.beta" = [1.0]\n', name="tiny")
+    for url in serve(tmp_path, data, tmp_path / "work", D3M_STUDIES=str(tmp_path / "studies")):
+        yield url, RunStore(tmp_path / "work")
 
 
 def test_ablations_in_a_browser(server):
