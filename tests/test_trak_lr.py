@@ -5,7 +5,8 @@ linear layer (logits (0, wᵀx + b)); TRAK runs through the project's own path
 (`core.attribution.trak.model_scores`: featurizer, feature store, Cholesky solve, streamed
 scoring) with one model and no projection (k = 2(d + 1) ≥ the gradient's size).
 
-1. The scores equal the TRAK formula written here from the fitted weights alone.
+1. The scores equal the TRAK formula written here from the fitted weights alone (also for a
+   3-class softmax regression on the same features).
 2. They predict actual leave-one-out refits: per target, the Pearson correlation over the n
    train examples between τ(z)_i and f(z; θ) - f(z; θ without i) is above THRESHOLD on
    average, and the same formula without (ΦᵀΦ)⁻¹ or without (1 - p_i) falls clearly below it.
