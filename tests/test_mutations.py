@@ -108,6 +108,8 @@ def log_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 Check = Callable[[Env], None]
 TRAK_EXACT = ("test_trak_lr::test_trak_equals_the_linear_formula",
               lambda env: trak_lr.check_trak_equals_linear_formula())
+TRAK_SOFTMAX = ("test_trak_lr::test_trak_equals_the_softmax_regression_formula",
+                lambda env: trak_lr.check_trak_equals_softmax_regression_formula())
 TRAK_LOO = ("test_trak_lr::test_trak_predicts_leave_one_out_and_wrong_formulas_do_not",
             lambda env: trak_lr.check_trak_predicts_leave_one_out())
 EQ3_HAND = ("test_selection::test_alignment_matches_hand_computed_equation_3",
@@ -132,12 +134,12 @@ class Mutation:
 
 MUTATIONS = [
     Mutation("trak-no-inverse", "TRAK without (ΦᵀΦ)⁻¹", "core.attribution.scorer.solve",
-             lambda real: lambda chol, targets: np.asarray(targets, np.float64), (TRAK_EXACT, TRAK_LOO)),
+             lambda real: lambda chol, targets: np.asarray(targets, np.float64), (TRAK_EXACT, TRAK_SOFTMAX, TRAK_LOO)),
     Mutation("trak-no-residual", "TRAK without (1 - p_i)", "core.attribution.scorer.score_chunks",
              lambda real: lambda q, chunks, p, out, weight=1.0: real(q, chunks, np.zeros_like(p), out, weight),
-             (TRAK_EXACT, TRAK_LOO)),
+             (TRAK_EXACT, TRAK_SOFTMAX, TRAK_LOO)),
     Mutation("margin-log-p", "margin replaced by log p (the loss)", "core.attribution.gradients.margin",
-             lambda real: log_probability, (TRAK_EXACT,)),
+             lambda real: log_probability, (TRAK_EXACT, TRAK_SOFTMAX)),
     Mutation("beta-sign", "β sign flipped in equation 3", "core.selection.alignment",
              lambda real: lambda scores, groups, losses, beta=1.0: real(scores, groups, losses, -beta),
              (EQ3_HAND, STORED)),

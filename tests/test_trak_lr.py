@@ -5,7 +5,8 @@ linear layer (logits (0, wᵀx + b)); TRAK runs through the project's own path
 (`core.attribution.trak.model_scores`: featurizer, feature store, Cholesky solve, streamed
 scoring) with one model and no projection (k = 2(d + 1) ≥ the gradient's size).
 
-1. The scores equal the TRAK formula written here from the fitted weights alone.
+1. The scores equal the TRAK formula written here from the fitted weights alone (also for a
+   3-class softmax regression on the same features).
 2. They predict actual leave-one-out refits: per target, the Pearson correlation over the n
    train examples between τ(z)_i and f(z; θ) - f(z; θ without i) is above THRESHOLD on
    average, and the same formula without (ΦᵀΦ)⁻¹ or without (1 - p_i) falls clearly below it.
@@ -20,12 +21,13 @@ over seeds 0-5 TRAK stayed ≥ 0.949 and both wrong formulas ≤ 0.847.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from torch import nn
@@ -146,6 +148,41 @@ def check_trak_predicts_leave_one_out() -> None:
 
 def test_trak_equals_the_linear_formula():
     check_trak_equals_linear_formula()
+
+
+def check_trak_equals_softmax_regression_formula() -> None:
+    """Three classes: the margin f = w_yᵀx̃ - log Σ_{c≠y} exp(w_cᵀx̃) has the gradient
+    e ⊗ x̃ with e_y = 1 and e_c = -softmax over the other classes' logits, so with Φ the
+    stacked e_i ⊗ x̃_i, τ(z)_i = φ_zᵀ(ΦᵀΦ + λI)⁻¹φ_i(1 - p_i), p_i the softmax probability of y_i."""
+    problem = make_problem()
+    rng = np.random.default_rng(5)
+    logits_true = problem.x @ rng.normal(scale=2.0, size=(D, 3))
+    y = np.array([rng.choice(3, p=np.exp(row) / np.exp(row).sum()) for row in logits_true])
+    lr = LogisticRegression(C=C_REG, tol=1e-12, max_iter=100_000).fit(problem.x[:N], y[:N])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, 3)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor(lr.coef_, dtype=torch.float32))
+        model[1].bias.copy_(torch.tensor(lr.intercept_, dtype=torch.float32))
+    out = np.zeros((N_TARGETS, N), np.float32)
+    cfg = replace(CFG, proj_dim=3 * (D + 1))
+    with tempfile.TemporaryDirectory() as folder:
+        model_scores(model, problem.images, y, np.arange(N), np.arange(N, N + N_TARGETS), cfg, seed=0,
+                     device=torch.device("cpu"), folder=Path(folder), out=out)
+    xa = np.c_[problem.x, np.ones(len(y))]
+    logits = xa @ np.c_[lr.coef_, lr.intercept_].T
+    p = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))[np.arange(len(y)), y]
+    others = np.where(np.arange(3) == y[:, None], -np.inf, logits)
+    e = -np.exp(others - logsumexp(others, axis=1, keepdims=True))
+    e[np.arange(len(y)), y] = 1.0
+    phi = np.einsum("nc,nd->ncd", e, xa).reshape(len(y), -1)
+    a = phi[:N].T @ phi[:N]
+    a += cfg.ridge * np.trace(a) / len(a) * np.eye(len(a))
+    want = phi[N:] @ np.linalg.solve(a, phi[:N].T) * (1 - p[:N])
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_trak_equals_the_softmax_regression_formula():
+    check_trak_equals_softmax_regression_formula()
 
 
 def test_trak_predicts_leave_one_out_and_wrong_formulas_do_not():
