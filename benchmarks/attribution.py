@@ -39,12 +39,12 @@ import torch
 
 from benchmarks.lds import subset_margins
 from benchmarks.peers import PEERS
-from core.training import fit
+from core.train.training import fit
 from core.attribution.lds import lds
 from core.attribution.trak import model_scores, proxy_model_config
-from core.checkpoints import load_checkpoint, save_checkpoint
+from core.train.checkpoints import load_checkpoint, save_checkpoint
 from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, TrainConfig, TrakConfig, to_dict
-from core.dataset import load_dataset
+from core.data.dataset import load_dataset
 from core.progress import silent
 
 SAMPLE_TRAIN = 3000  # train examples in the built-in sample at scale 1
@@ -280,9 +280,9 @@ def peer_keys(results: dict, failed: dict, ours_name: str) -> dict:
 
 def downstream(args: argparse.Namespace, workdir: Path) -> dict:
     """Test WGA of D3M on the sample with each of our variants (analysis + D3M retrain, run store)."""
-    from core.analysis import start_analysis
-    from core.debias import start_debias
-    from core.runs import RunStore
+    from core.pipeline.analysis import start_analysis
+    from core.pipeline.debias import start_debias
+    from core.runs.store import RunStore
 
     store = RunStore(workdir / "store")
     cfg = base_config(args, data_root(args.scale, workdir))

@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import jobs
-from core.analysis import start_analysis
-from core.checkpoints import load_checkpoint
+from core.runs import jobs
+from core.pipeline.analysis import start_analysis
+from core.train.checkpoints import load_checkpoint
 from core.config import AnalysisConfig, analysis_config
-from core.debias import start_debias
+from core.pipeline.debias import start_debias
 from core.io import read_json
-from core.runs import Run, RunStore
-from core.summary import control_of
+from core.runs.store import Run, RunStore
+from core.views.summary import control_of
 from sample_data.make_sample import generate
 
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         return RunStore(base / name)
 
     (base / "cache").mkdir(exist_ok=True)
-    from core.preflight import check_analysis
+    from core.pipeline.preflight import check_analysis
     check_analysis(cfg, base / "cache")  # decode once, outside every timing
     start = time.perf_counter()
     state, ref_run = pipeline(fresh("reference"), cfg)

@@ -8,7 +8,7 @@ links to 64 distinct 32x32 PNGs, the images decoded once into the dataset cache,
 artifacts every page reads (ids, ERM logits and metrics, val x train scores, alignments,
 pseudo-groups, subpopulations) of the right shapes. NOTHING IS TRAINED: the scores are a
 random low-rank group structure plus noise and the logits are random, and the selections are
-computed from them by the analysis job's own `core.analysis.write_selections`. Then it starts
+computed from them by the analysis job's own `core.pipeline.analysis.write_selections`. Then it starts
 `streamlit run app.py` on that work directory, opens it in Chromium (Playwright) and times, in
 the browser, each widget change or page change until Streamlit is idle again
 (`[data-testid="stApp"][data-test-script-state="notRunning"]`, observed by a MutationObserver
@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core import jobs
-from core.analysis import create_analysis_run, load_run_dataset, write_selections
+from core.runs import jobs
+from core.pipeline.analysis import create_analysis_run, load_run_dataset, write_selections
 from core.config import AnalysisConfig, analysis_config, from_dict
-from core.metrics import group_metrics
-from core.runs import Run, RunStore
+from core.train.metrics import group_metrics
+from core.runs.store import Run, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.pages:fill_synthetic"

@@ -21,18 +21,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from core.analysis import evaluate, load_run_dataset, write_selections
-from core.checkpoints import load_checkpoint
+from core.pipeline.analysis import evaluate, load_run_dataset, write_selections
+from core.train.checkpoints import load_checkpoint
 from core.config import AnalysisConfig, from_dict
 from core.methods import METHODS, MethodContext
 from core.progress import silent
-from core.runs import Run, RunStore
-from core.training import to_tensor
-from tests import test_baselines as baselines
-from tests import test_metrics as metrics
-from tests import test_pipeline as pipeline
-from tests import test_selection as sel
-from tests import test_trak_lr as trak_lr
+from core.runs.store import Run, RunStore
+from core.data.images import to_tensor
+from tests.methods import test_baselines as baselines
+from tests.train import test_metrics as metrics
+from tests.pipeline import test_pipeline as pipeline
+from tests.methods import test_selection as sel
+from tests.attribution import test_trak_lr as trak_lr
 
 
 @dataclass
@@ -140,33 +140,33 @@ MUTATIONS = [
              (TRAK_EXACT, TRAK_SOFTMAX, TRAK_LOO)),
     Mutation("margin-log-p", "margin replaced by log p (the loss)", "core.attribution.gradients.margin",
              lambda real: log_probability, (TRAK_EXACT, TRAK_SOFTMAX)),
-    Mutation("beta-sign", "β sign flipped in equation 3", "core.selection.alignment",
+    Mutation("beta-sign", "β sign flipped in equation 3", "core.methods.selection.alignment",
              lambda real: lambda scores, groups, losses, beta=1.0: real(scores, groups, losses, -beta),
              (EQ3_HAND, STORED)),
-    Mutation("plain-mean", "softmax weights replaced by a plain mean", "core.selection.alignment",
+    Mutation("plain-mean", "softmax weights replaced by a plain mean", "core.methods.selection.alignment",
              lambda real: lambda scores, groups, losses, beta=1.0: real(scores, groups, losses, 0.0),
              (EQ3_HAND, STORED)),
-    Mutation("group-loss-sum", "group losses ℓ_g summed instead of averaged", "core.selection.group_losses",
+    Mutation("group-loss-sum", "group losses ℓ_g summed instead of averaged", "core.methods.selection.group_losses",
              lambda real: lambda logits, labels, groups, n_groups: (real(logits, labels, groups, n_groups)
                                                                     * np.bincount(groups, minlength=n_groups)),
              (("test_selection::test_group_losses_are_mean_cross_entropy_per_group",
                lambda env: sel.check_group_losses()), STORED)),
-    Mutation("most-positive", "most positive A_i removed instead of most negative", "core.selection.most_negative",
+    Mutation("most-positive", "most positive A_i removed instead of most negative", "core.methods.selection.most_negative",
              lambda real: lambda align, k: real(-np.asarray(align), k),
              (("test_selection::test_k_rules", lambda env: sel.check_k_rules()),)),
-    Mutation("split-50", "Auto-D3M split at 50% instead of 35%", "core.selection.pseudo_groups",
+    Mutation("split-50", "Auto-D3M split at 50% instead of 35%", "core.methods.selection.pseudo_groups",
              lambda real: lambda scores, labels, losses, class_names, fraction=0.35: real(scores, labels, losses,
                                                                                           class_names, 0.5),
              (PLANTED, STORED)),
-    Mutation("wrong-pole", "lower-performing pole assigned the wrong side", "core.selection.pseudo_groups",
+    Mutation("wrong-pole", "lower-performing pole assigned the wrong side", "core.methods.selection.pseudo_groups",
              lambda real: lambda scores, labels, losses, class_names, fraction=0.35: real(scores, labels, -losses,
                                                                                           class_names, fraction),
              (PLANTED, ("test_selection::test_pseudo_groups_recover_a_planted_component[-1.0]",
                         lambda env: sel.check_planted_component(-1.0)), STORED)),
-    Mutation("wga-mean", "worst-group accuracy as the mean of the group accuracies", "core.metrics.group_metrics",
+    Mutation("wga-mean", "worst-group accuracy as the mean of the group accuracies", "core.train.metrics.group_metrics",
              lambda real: with_result(real, "wga", lambda out: float(np.mean(list(out["per_group"].values())))),
              (METRICS, STORED_METRICS)),
-    Mutation("balanced-acc-plain", "balanced accuracy as plain accuracy", "core.metrics.group_metrics",
+    Mutation("balanced-acc-plain", "balanced accuracy as plain accuracy", "core.train.metrics.group_metrics",
              lambda real: with_result(real, "balanced_acc", lambda out: out["acc"]), (METRICS,)),
     Mutation("groupdro-linear", "GroupDRO linear update q + η ℓ", "core.methods.groupdro.exponentiated_step",
              lambda real: linear_update,

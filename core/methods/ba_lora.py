@@ -7,8 +7,8 @@ the base weights frozen. The loss on a batch, with z the adapted logits and z₀
 
     L = CE(z, y) + λ_c KL(softmax z₀ || softmax z) + λ_d R_div(z) + λ_s R_svd(z)
 
-(core.losses.consistency / diversity / svd_share; a λ of 0 drops its term). The adapters are
-trained through core.training.train for `steps` optimizer steps (0: the ERM step budget) with
+(core.train.losses.consistency / diversity / svd_share; a λ of 0 drops its term). The adapters are
+trained through core.train.training.train for `steps` optimizer steps (0: the ERM step budget) with
 batches of `batch_size` and Adam at `lr`; the epoch with the best validation worst-group
 accuracy is kept (no/yes), and the adapters are merged into the weights of the returned model.
 The paper initialises LoRA with PiSSA and evaluates language models; here it is a fine-tuning
@@ -25,12 +25,12 @@ from torch.nn import functional as F
 
 from core.attribution.gradients import scoped_layers
 from core.config import TrainConfig
-from core.losses import consistency, diversity, svd_share
+from core.train.losses import consistency, diversity, svd_share
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.frozen import AlwaysEval, load_erm
 from core.methods.selection_by_val import EpochSelector, keep_best
 from core.progress import scaled
-from core.training import predict_logits, train
+from core.train.training import predict_logits, train
 
 
 class Adapted(AlwaysEval):

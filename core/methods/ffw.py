@@ -6,9 +6,9 @@ but the last, classifier C = the last linear layer):
    the training split to predict the bias attribute b;
 2. gating parameters m, one per weight of E (`structure` = unstructured) or one per output
    neuron/channel of each layer of E (structured: the channel's weights and bias), mask E as
-   W ⊙ σ(m / τ); m is learnt (Adam, `gate_lr`, through core.training.train) to minimise
+   W ⊙ σ(m / τ); m is learnt (Adam, `gate_lr`, through core.train.training.train) to minimise
 
-       L = CE(C(E_m(x)), y) + γ · I(b; b̂),   b̂ ~ softmax(P(E_m(x)))   (core.losses.mutual_information)
+       L = CE(C(E_m(x)), y) + γ · I(b; b̂),   b̂ ~ softmax(P(E_m(x)))   (core.train.losses.mutual_information)
 
    over `gate_epochs` epochs while the temperature τ falls geometrically from `tau_start` to
    `tau_end`, so that σ(m / τ) → {0, 1};
@@ -35,14 +35,15 @@ from torch.nn import functional as F
 
 from core.attribution.gradients import scoped_layers
 from core.config import TrainConfig
-from core.dataset import Dataset
-from core.losses import mutual_information
+from core.data.dataset import Dataset
+from core.train.losses import mutual_information
 from core.methods.base import MethodContext, MethodResult, register
-from core.methods.dfr import penultimate
-from core.methods.frozen import AlwaysEval, Penultimate, labels_by_id, load_erm
+from core.methods.ffw_report import REPORT
+
+from core.methods.frozen import AlwaysEval, Penultimate, labels_by_id, load_erm, penultimate
 from core.methods.selection_by_val import EpochSelector
 from core.progress import scaled
-from core.training import predict_logits, train
+from core.train.training import predict_logits, train
 
 STRUCTURES = ("unstructured", "structured")
 
@@ -186,7 +187,7 @@ class GateLoss:
 
 def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray, n_values: int,
                 head: nn.Linear) -> tuple[GatedModel, EpochSelector, list[dict]]:
-    """Gate logits learnt through core.training.train with τ annealed after each epoch; the
+    """Gate logits learnt through core.train.training.train with τ annealed after each epoch; the
     returned model holds the epoch with the best validation WGA of its pruned model."""
     taus = temperatures(params["tau_start"], params["tau_end"], params["gate_epochs"])
     gated = GatedModel(base, params["structure"], params["gate_init"], taus[0]).to(ctx.device)
@@ -218,7 +219,7 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
 
 @register("ffw", "FFW (Finding Fantastic Weights)", group_info="yes/yes", removes=False,
           options={"structure": "unstructured", "gamma": 1.0, "gate_epochs": 4, "tau_start": 1.0,
-                   "tau_end": 0.01, "gate_lr": 0.05, "gate_init": 3.0})
+                   "tau_end": 0.01, "gate_lr": 0.05, "gate_init": 3.0}, report=REPORT)
 def ffw(ctx: MethodContext, params: dict) -> MethodResult:
     if params["structure"] not in STRUCTURES or params["gamma"] < 0 or params["gate_lr"] <= 0:
         raise ValueError(f"FFW needs structure in {STRUCTURES}, gamma >= 0 and gate_lr > 0 "

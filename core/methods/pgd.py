@@ -1,7 +1,7 @@
 """PGD, Per-sample Gradient-based Debiasing (Ahn, Kim, Yun; ICLR 2023; seeds/000).
 
 1. A biased model f_b trained with uniform batches and the generalized cross-entropy
-   (core.losses.gce, option `q`), on the ERM step budget. With `biased_width` < 1 it is a
+   (core.train.losses.gce, option `q`), on the ERM step budget. With `biased_width` < 1 it is a
    narrower copy of the architecture (channel widths divided by 1/biased_width; small_cnn).
 2. Importance of each training example, Algorithm 1 of the paper:
 
@@ -32,11 +32,12 @@ from torch.nn import functional as F
 
 from core.attribution.gradients import capture, layer_grads, layer_inputs, scoped_layers, true_class_prob
 from core.attribution.trak import proxy_model_config
-from core.losses import gce
+from core.train.losses import gce
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.selection_by_val import fit_selected
 from core.progress import scaled
-from core.training import fit, predict_logits, to_tensor
+from core.train.training import fit, predict_logits
+from core.data.images import to_tensor
 
 NORMS = ("l1", "l2", "linf")
 SCOPES = {"fc": "last", "all": "all"}

@@ -2,7 +2,8 @@
 import plotly.express as px
 import streamlit as st
 
-from core import views, views_ffw, views_runs as vr
+from core.views import data as views, runs as vr
+
 from core.methods import METHODS
 from dashboard import context, jobs_panel, widgets
 
@@ -34,14 +35,12 @@ if not points.empty:
     fig.update_xaxes(rangemode="tozero")
     st.plotly_chart(fig, width="stretch")
 
-ffw = views_ffw.ffw_table(ctx.store, analysis.id)
-if not ffw.empty:
-    st.subheader("FFW: pruning and its failure signatures (validation)")
-    st.caption("The paper's failure signatures: task accuracy collapses, the bias stays extractable "
-               "(a head retrained on the pruned features still predicts it), or almost nothing is pruned.")
+for report, rows in vr.method_reports(ctx.store, analysis.id, METHODS):
+    st.subheader(report.title)
+    st.caption(report.caption)
     pct = st.column_config.NumberColumn(format="percent")
-    st.dataframe(ffw, hide_index=True, width="stretch", key="compare_ffw",
-                 column_config={c: pct for c in ffw.columns if c == "sparsity" or " acc " in c})
+    st.dataframe(rows, hide_index=True, width="stretch", key=f"compare_report_{report.title}",
+                 column_config={c: pct for c in rows.columns if c == "sparsity" or " acc " in c})
 
 done = table[table["state"] == "done"]
 names = dict(zip(done["run"], done["name"]))

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.runs import RunStore
-from tests.dashboard.conftest import ROOT, make_sample
+from core.runs.store import RunStore
+from tests.dashboard.fixtures import ROOT, make_sample
 
 pytestmark = pytest.mark.browser
 SHOTS = ROOT / "test-artifacts" / "screenshots"

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 
-from core.runs import RunStore
-from tests.dashboard.conftest import make_sample
+from core.runs.store import RunStore
+from tests.dashboard.fixtures import make_sample
 from tests.dashboard.test_browser import CHROMIUM_ARGS, serve, settle, shot
-from tests.test_studies_ray import study_file
+from tests.studies.test_studies_ray import study_file
 
 pytestmark = pytest.mark.browser
 

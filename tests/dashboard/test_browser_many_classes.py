@@ -9,10 +9,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from core import views
-from core.analysis import start_analysis
-from core.debias import start_debias
-from core.runs import RunStore
+from core.views import data as views
+from core.pipeline.analysis import start_analysis
+from core.pipeline.debias import start_debias
+from core.runs.store import RunStore
 from sample_data.make_sample import generate
 from tests.conftest import tiny_config
 from tests.dashboard.test_browser import CHROMIUM_ARGS, go, serve, settle, shot

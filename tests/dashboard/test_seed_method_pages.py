@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from core import jobs, views_ffw
-from tests.dashboard.conftest import open_app
+from core.runs import jobs
+
+from core.methods import METHODS, ffw_report
+from core.views import runs as vr
+from tests.dashboard.fixtures import open_app
 
 SETTINGS = {  # method: (an option shown with its default, the value set, more options set)
     "pgd": (("text_input", "norm", "l2", "l1"), {"q": 0.5}),
@@ -35,8 +38,8 @@ def test_debias_page_runs_a_seed_method_with_its_settings(monkeypatch, tiny, tin
         assert runs.loc[run.id, "test_macro_f1"] == run.read_json("metrics")["test"]["macro_f1"]
         assert "FFW: pruning and its failure signatures (validation)" in [h.value for h in at.subheader]
         shown = at.dataframe[1].value
-        expected = views_ffw.ffw_table(tiny_copy, tiny.analysis.id)
+        [(_, expected)] = vr.method_reports(tiny_copy, tiny.analysis.id, METHODS)
         assert list(shown["run"]) == [run.id] and shown["structure"].iat[0] == "structured"
         info = run.read_json("metrics")["info"]
         assert shown["sparsity"].iat[0] == info["sparsity"] == expected["sparsity"].iat[0]
-        assert shown["failure signatures"].iat[0] == (", ".join(views_ffw.signatures(info)) or "none")
+        assert shown["failure signatures"].iat[0] == (", ".join(ffw_report.signatures(info)) or "none")
