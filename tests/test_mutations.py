@@ -4,8 +4,8 @@ Each mutation replaces the one function the formula lives in (patched wherever i
 imported, or the method's entry in the registry) by a wrong version, mostly a wrapper that
 calls the real function with one thing changed. Then the property checks that guard the
 formula (the same functions the regular tests call) must raise AssertionError, and must
-actually have called the mutated function. The README's Tests section lists the mutations and
-the tests that catch each; a mutation no test catches is a missing test.
+actually have called the mutated function. TESTING.md (at the repository root) lists the
+mutations and the tests that catch each; a mutation no test catches is a missing test.
 """
 from __future__ import annotations
 
@@ -224,9 +224,10 @@ def apply(monkeypatch: pytest.MonkeyPatch, mutation: Mutation) -> list[int]:
     return calls
 
 
-def test_readme_lists_every_mutation():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    rows = [line.split(" | ")[0].lstrip("| ") for line in readme.splitlines() if line.startswith("| ")]
+def test_testing_md_lists_every_mutation():
+    root = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    table = (root / "TESTING.md").read_text()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines() if line.startswith("| ")]
     assert [m for m in MUTATIONS if m.name not in rows] == []
 
 
