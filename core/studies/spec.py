@@ -133,36 +133,75 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     text = path.read_text()
     check = _Checker(path, text)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise StudyError(f"{path}: not valid TOML: {exc}") from None
+    raw = _parse(path, text)
     for key in sorted(set(raw) - TOP_KEYS):
         check.fail(key, f"unknown key; expected one of {', '.join(sorted(TOP_KEYS))}")
+    methods = _methods(check, raw)
+    seeds = tuple(_list(check, raw, "seeds", int, [0]))
+    metrics = _metrics(check, raw)
+    analysis = _analysis(check, path, _table(check, raw, "analysis"))
+    params = _params(check, raw, methods)
+    grid = _grid(check, raw, methods)
+    variants = _variants(check, raw, methods)
+    control = raw.get("control", False)
+    if not isinstance(control, bool):
+        check.fail("control", f"{control!r} is not true or false")
+    title = raw.get("title", path.stem)
+    return Study(path.stem, str(path.resolve()), str(title), seeds, methods, control, metrics, analysis,
+                 params, grid, tuple(variants))
+
+
+def _parse(path: Path, text: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _methods(check: _Checker, raw: dict) -> tuple[str, ...]:
+    """The study's methods, each a registered one."""
     methods = tuple(_list(check, raw, "methods", str, ["d3m"]))
     for m in methods:
         try:
             get_method(m)
         except ValueError as exc:
             check.fail("methods", str(exc))
-    seeds = tuple(_list(check, raw, "seeds", int, [0]))
+    return methods
+
+
+def _metrics(check: _Checker, raw: dict) -> tuple[str, ...]:
+    """The table's columns: names from METRICS or info.NAME."""
     metrics = tuple(_list(check, raw, "metrics", str, list(METRICS)))
     for m in metrics:
         if m not in METRICS and not m.startswith("info."):
             check.fail("metrics", f"unknown metric {m!r}; metrics: {', '.join(METRICS)}, info.NAME")
-    analysis = _analysis(check, path, _table(check, raw, "analysis"))
+    return metrics
+
+
+def _params(check: _Checker, raw: dict, methods: tuple[str, ...]) -> dict:
+    """[params.METHOD] tables: fixed options of the study's methods."""
     params = _table(check, raw, "params")
     for method, options in params.items():
         if method not in methods or not isinstance(options, dict):
             check.fail(f"params.{method}", f"expected a table of options of one of the study's methods {methods}")
         for name, value in options.items():
             check_option(check, name, method, name, value)
+    return params
+
+
+def _grid(check: _Checker, raw: dict, methods: tuple[str, ...]) -> dict:
+    """[grid]: each key a non-empty list of values, every value checked."""
     grid = _table(check, raw, "grid")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             check.fail(key, "a grid key needs a non-empty list of values")
         for value in values:
             check_key(check, methods, key, value)
+    return grid
+
+
+def _variants(check: _Checker, raw: dict, methods: tuple[str, ...]) -> list[dict]:
+    """[[variants]]: each an optional text label and keys as in the grid, one value each."""
     variants = raw.get("variants", [])
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         check.fail("variants", "expected [[variants]] tables")
@@ -173,12 +212,7 @@ def load_study(path: str | Path) -> Study:
                     check.fail(key, "a label is text")
             else:
                 check_key(check, methods, key, value)
-    control = raw.get("control", False)
-    if not isinstance(control, bool):
-        check.fail("control", f"{control!r} is not true or false")
-    title = raw.get("title", path.stem)
-    return Study(path.stem, str(path.resolve()), str(title), seeds, methods, control, metrics, analysis,
-                 params, grid, tuple(variants))
+    return variants
 
 
 def _list(check: _Checker, raw: dict, key: str, kind: type, default: list) -> list:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from benchmarks.browser import browser_page, chromium
 from core.config import PROJECT_ROOT
 from core.runs import jobs
 from core.pipeline.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run, load_run_dataset
@@ -70,6 +71,18 @@ def open_app(monkeypatch, data_root: Path, workdir: Path, page: str | None = Non
         at.switch_page(f"dashboard/pages/{page}.py").run()
     assert not at.exception, [e.message for e in at.exception]
     return at
+
+
+@pytest.fixture
+def page():
+    """A fresh page in Debian's Chromium (benchmarks.browser.browser_page), closed afterwards;
+    skips when chromium or the playwright package is missing. Request it before a fixture
+    that serves the app, so that the skip comes before the work."""
+    if chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+    with browser_page() as page:
+        yield page
 
 
 @pytest.fixture
