@@ -25,6 +25,8 @@ from core.pipeline.preflight import check_analysis, check_params
 from core.errors import check_workdir, describe
 from core.pipeline.debias import start_debias
 from core.methods import METHODS, get_method
+from core.methods.base import COMMON_PARAMS
+from core.methods.options import Option
 from core.methods.selection import default_k, parse_k_sweep
 from core.progress import progress_text
 from core.runs.store import Run, RunStore
@@ -88,8 +90,9 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     store = RunStore(args.workdir)
     method = args.method.replace("-", "_")
     params = method_params(args)
+    get_method(method).resolve(params)  # an option outside its domain fails before any image is read,
     cfg = config_from_args(args)
-    data = check_analysis(cfg, store.workdir / "cache")  # a bad option, k or image fails now,
+    data = check_analysis(cfg, store.workdir / "cache")  # a bad k or image fails now,
     check_params(method, params, len(data.idx("train")), data.idx("train"))  # not after the analysis
     analysis = find_or_start_analysis(store, cfg, args.members)
     if get_method(method).control and args.k is None:  # the control alone: as many as D3M's default
@@ -162,10 +165,22 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
+    """Each method, then each of its options: NAME=DEFAULT, what is allowed, what it sets."""
     for m in METHODS.values():
-        options = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in m.options.items())
-        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info})"
-              + (f"; options: {options}" if options else ""))
+        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info})")
+        for name, option in m.options.items():
+            print(option_line(name, option))
+    print("every method also takes (default: the analysis's):")
+    for name, option in COMMON_PARAMS.items():
+        print(option_line(name, option, default=False))
+
+
+def option_line(name: str, option: Option, default: bool = True) -> str:
+    """'    q=0.7                 a number in (0, 1]; q of the biased model's ...'."""
+    value = option.default
+    shown = ",".join(f"{v:g}" for v in value) if isinstance(value, list) else value
+    head = f"{name}={shown}" if default else name
+    return f"    {head:22s} {option.allowed()}" + (f"; {option.help}" if option.help else "")
 
 
 def method_choices() -> list[str]:

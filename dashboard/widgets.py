@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.views import data as views
 from core.data.dataset import Dataset
+from core.methods.options import Option
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 
@@ -64,16 +65,27 @@ def group_bars(bars: pd.DataFrame, title: str, legend: str = "run") -> go.Figure
     return fig
 
 
-def option_inputs(method: str, options: dict) -> dict:
-    """An input per method option (its default preset); lists are typed comma-separated."""
-    values = {}
-    for name, default in options.items():
-        key = f"option_{method}_{name}"
-        if isinstance(default, list):
-            values[name] = st.text_input(name, ", ".join(f"{v:g}" for v in default), key=key)
-        elif isinstance(default, str):
-            values[name] = st.text_input(name, default, key=key)
+def option_inputs(method: str, options: dict[str, Option]) -> tuple[dict, list[str]]:
+    """An input per method option, built from its declared domain, its default preset: a select
+    box for a choice, a number input within the option's bounds, comma-separated text for a list
+    of numbers (checked as it is typed). Returns the values and the one-line problems found."""
+    values, problems = {}, []
+    for name, option in options.items():
+        key, hint = f"option_{method}_{name}", " ".join(filter(None, (option.help, f"(allowed: {option.allowed()})")))
+        if option.choices:
+            choices = list(option.choices)
+            values[name] = st.selectbox(name, choices, index=choices.index(option.default), key=key, help=hint)
+        elif option.kind in (int, float):
+            low, high = option.bounds()
+            values[name] = st.number_input(name, low, high, option.default, key=key, help=hint,
+                                           format="%d" if option.kind is int else "%g")
         else:
-            fmt = "%d" if isinstance(default, int) else "%g"
-            values[name] = st.number_input(name, value=default, key=key, format=fmt)
-    return values
+            default = option.default
+            text = st.text_input(name, ", ".join(f"{v:g}" for v in default) if isinstance(default, list) else default,
+                                 key=key, help=hint)
+            try:
+                values[name] = option.parse(method, name, text)
+            except ValueError as exc:
+                st.error(str(exc))
+                problems.append(str(exc))
+    return values, problems

@@ -27,6 +27,7 @@ from core.attribution.gradients import scoped_layers
 from core.config import TrainConfig
 from core.train.losses import consistency, diversity, svd_share
 from core.methods.base import MethodContext, MethodResult, register
+from core.methods.options import Option
 from core.methods.frozen import AlwaysEval, load_erm
 from core.methods.selection_by_val import EpochSelector, keep_best
 from core.progress import scaled
@@ -54,8 +55,6 @@ def with_adapters(base: nn.Module, rank: int, alpha: float) -> Adapted:
     peft is imported here: it loads transformers, seconds that nothing else should pay."""
     from peft import LoraConfig, get_peft_model
 
-    if rank < 1 or alpha <= 0:
-        raise ValueError(f"BA-LoRA needs rank >= 1 and alpha > 0 (got {rank}, {alpha})")
     targets = [name for name, _ in scoped_layers(base, "all")]
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, bias="none")
     return Adapted(get_peft_model(base, config))
@@ -83,18 +82,8 @@ class BALoRALoss:
         return loss
 
 
-def check(params: dict) -> None:
-    bad = {k: params[k] for k in ("lambda_consistency", "lambda_diversity", "lambda_svd") if params[k] < 0}
-    if bad or params["svd_k"] < 1 or params["steps"] < 0 or params["batch_size"] < 1 or params["lr"] <= 0:
-        raise ValueError("BA-LoRA needs lambdas >= 0, svd_k >= 1, steps >= 0, batch_size >= 1 and lr > 0 (got "
-                         + ", ".join(f"{k}={params[k]}" for k in ("lambda_consistency", "lambda_diversity",
-                                                                  "lambda_svd", "svd_k", "steps", "batch_size", "lr"))
-                         + ")")
-
-
 def fit_adapters(ctx: MethodContext, params: dict) -> tuple[Adapted, int, dict]:
     """The adapted ERM model at its best epoch by validation WGA, the steps taken, the selection info."""
-    check(params)
     base = load_erm(ctx)
     data, idx = ctx.data, ctx.train_idx
     base_logits = torch.zeros(len(data.labels), data.n_classes)
@@ -115,8 +104,15 @@ def fit_adapters(ctx: MethodContext, params: dict) -> tuple[Adapted, int, dict]:
 
 
 @register("ba_lora", "BA-LoRA (bias-alleviating LoRA fine-tuning)", group_info="no/yes", removes=False,
-          options={"rank": 8, "alpha": 16.0, "lr": 1e-3, "batch_size": 64, "steps": 0,
-                   "lambda_consistency": 1.0, "lambda_diversity": 0.1, "lambda_svd": 0.1, "svd_k": 1})
+          options={"rank": Option(8, ge=1, help="rank of the LoRA adapters"),
+                   "alpha": Option(16.0, gt=0, help="LoRA scale numerator (ΔW scaled by alpha / rank)"),
+                   "lr": Option(1e-3, gt=0, help="Adam learning rate of the adapters"),
+                   "batch_size": Option(64, ge=1, help="examples per batch"),
+                   "steps": Option(0, ge=0, help="optimizer steps (0: the ERM step budget)"),
+                   "lambda_consistency": Option(1.0, ge=0, help="λ_c: KL to the frozen base's outputs (0: off)"),
+                   "lambda_diversity": Option(0.1, ge=0, help="λ_d: diversity regulariser (0: off)"),
+                   "lambda_svd": Option(0.1, ge=0, help="λ_s: SVD top-k share regulariser (0: off)"),
+                   "svd_k": Option(1, ge=1, help="k of the SVD regulariser")})
 def ba_lora(ctx: MethodContext, params: dict) -> MethodResult:
     model, steps, info = fit_adapters(ctx, params)
     info.update({k: params[k] for k in ("rank", "alpha", "lr", "batch_size", "lambda_consistency",

@@ -1,9 +1,11 @@
 """What every method sees and returns, and the registry that lists them.
 
 A method is one function `fn(ctx, params) -> MethodResult` registered under a name with
-the group information it uses (as Table 1 shows it: train/val) and its own options with their
-defaults; `Method.run` hands it the params checked and completed. Adding a method is adding
-one module to core/methods/ that calls `register`.
+the group information it uses (as Table 1 shows it: train/val) and its own options, each with
+its default and its domain (core/methods/options.py: `Option(0.7, gt=0, le=1, help=...)`, or a
+plain default), and optionally a `rule` between options; `Method.run` hands it the params
+checked against those domains and completed, so the body does not check them again. Adding a
+method is adding one module to core/methods/ that calls `register`.
 
 A method that cannot handle some datasets (too few classes, a group without training
 examples, ...) registers `requires(data) -> reason or None`; `Method.run` refuses such a
@@ -22,6 +24,7 @@ import torch
 
 from core.config import AnalysisConfig, TrainConfig
 from core.data.dataset import Dataset
+from core.methods.options import Option, as_option
 from core.train.metrics import group_metrics
 from core.progress import Reporter
 from core.runs.store import Run
@@ -90,7 +93,12 @@ class MethodRefused(ValueError):
 
 CONTROL = "random"  # the random-removal control a removal run gets (core/methods/random_removal.py)
 BASELINE = "erm"  # the analysis's own model, as the runs table names it (core/methods/erm.py)
-COMMON_PARAMS = {"seed": 0, "lr": 0.0, "weight_decay": 0.0}  # every method: seed, recipe overrides (type only)
+_RECIPE = TrainConfig()
+COMMON_PARAMS = {  # every method's: the seed and the training recipe's overrides (not filled in when not given)
+    "seed": Option(_RECIPE.seed, ge=0, help="the method's seed"),
+    "lr": Option(_RECIPE.lr, gt=0, help="learning rate of the training recipe"),
+    "weight_decay": Option(_RECIPE.weight_decay, ge=0, help="weight decay of the training recipe"),
+}
 NEEDS_PARAMS = {"seed": (), "k": ("k", "k_sweep"), "flagged": ("ids",), "cells": ("cells",)}
 
 
@@ -112,27 +120,52 @@ class Method:
     fn: Callable[[MethodContext, dict], MethodResult]
     removes: bool = True  # a removal method: its random control removes as many examples
     needs: str = "seed"  # what a user chooses besides the seed: seed | k | flagged | cells
-    options: dict = field(default_factory=dict)  # the method's own settings and their defaults
+    options: dict[str, Option] = field(default_factory=dict)  # the method's own settings: default, domain, help
     requires: Callable[[Dataset], str | None] | None = None  # why a dataset cannot be handled, or None
     alignment: str = "alignment"  # needs == "k": the analysis array whose A_i < 0 count is the default k
     report: Report | None = None  # the method's own Compare-page table, if it has one
+    rule: Callable[[dict], str | None] | None = None  # a constraint between options: what is wrong, or None
 
     @property
     def control(self) -> bool:
         return self.name == CONTROL
 
+    @property
+    def defaults(self) -> dict:
+        return {name: option.default for name, option in self.options.items()}
+
+    def option(self, name: str) -> Option:
+        """The declared option `name` (its own, else a common one); an unknown name is an error
+        listing the parameters this method takes."""
+        spec = self.options.get(name) or COMMON_PARAMS.get(name)
+        if spec is None:
+            raise ValueError(f"{self.name} has no parameter {name!r}; its parameters: {', '.join(self.parameters())}")
+        return spec
+
+    def parameters(self) -> list[str]:
+        return sorted(set(COMMON_PARAMS) | set(NEEDS_PARAMS[self.needs]) | set(self.options))
+
+    def check(self, name: str, value):
+        """One parameter's value converted to its option's type and checked against its domain
+        (k, k_sweep, ids and cells pass as they are: core/pipeline/preflight.py checks them)."""
+        if name in NEEDS_PARAMS[self.needs] or value is None:
+            return value
+        return self.option(name).parse(self.name, name, value)
+
     def resolve(self, params: dict) -> dict:
-        """`params` checked and completed: an unknown name is an error naming it, each option
-        is converted to its default's type (a comma-separated string to a list of floats), and
-        options not given take their defaults."""
-        allowed = set(COMMON_PARAMS) | set(NEEDS_PARAMS[self.needs]) | set(self.options)
-        unknown = sorted(set(params) - allowed)
+        """`params` checked and completed: an unknown name is an error naming it; each option is
+        converted to its type (a comma-separated string to a list of floats) and refused outside
+        its domain, in one line naming the method, the option, the value and what is allowed;
+        options not given take their defaults; then the method's rule between options."""
+        unknown = sorted(set(params) - set(self.parameters()))
         if unknown:
             raise ValueError(f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
-                             f"its parameters: {', '.join(sorted(allowed))}")
-        types = {**COMMON_PARAMS, **self.options}
-        return {**self.options, **params, **{k: _convert(self.name, k, v, types[k])
-                                             for k, v in params.items() if k in types and v is not None}}
+                             f"its parameters: {', '.join(self.parameters())}")
+        resolved = {**self.defaults, **{k: self.check(k, v) for k, v in params.items()}}
+        problem = self.rule(resolved) if self.rule is not None else None
+        if problem:
+            raise ValueError(f"{self.name}: {problem}")
+        return resolved
 
     def refusal(self, data: Dataset) -> str | None:
         """Why this method cannot run on `data` (one line naming what it needs), or None."""
@@ -149,31 +182,19 @@ class Method:
         return self.fn(ctx, params)
 
 
-_KINDS = {list: "a comma-separated list of numbers", int: "a whole number", float: "a number", str: "text"}
-
-
-def _convert(method: str, name: str, value, default):
-    """`value` as the type of `default` (float, int, str, or a list of floats)."""
-    try:
-        if isinstance(default, list):
-            parts = value.split(",") if isinstance(value, str) else value
-            return [float(v) for v in parts if str(v).strip()]
-        if isinstance(default, int) and not float(value).is_integer():
-            raise ValueError(value)
-        return type(default)(float(value)) if isinstance(default, (int, float)) else str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{method} parameter {name}={value!r} is not {_KINDS[type(default)]}") from None
-
-
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, title: str, group_info: str, removes: bool = True, needs: str = "seed",
              options: dict | None = None, requires: Callable[[Dataset], str | None] | None = None,
-             alignment: str = "alignment", report: Report | None = None):
+             alignment: str = "alignment", report: Report | None = None,
+             rule: Callable[[dict], str | None] | None = None):
+    """Register `fn` as a method; `options` maps each option's name to an Option (default,
+    domain, help) or a plain default (any value of its type)."""
     def wrap(fn: Callable[[MethodContext, dict], MethodResult]):
-        METHODS[name] = Method(name, title, group_info, fn, removes, needs, dict(options or {}), requires,
-                               alignment, report)
+        declared = {key: as_option(spec) for key, spec in (options or {}).items()}
+        METHODS[name] = Method(name, title, group_info, fn, removes, needs, declared, requires,
+                               alignment, report, rule)
         return fn
     return wrap
 

@@ -38,6 +38,7 @@ from core.config import TrainConfig
 from core.data.dataset import Dataset
 from core.train.losses import mutual_information
 from core.methods.base import MethodContext, MethodResult, register
+from core.methods.options import Option
 from core.methods.ffw_report import REPORT
 
 from core.methods.frozen import AlwaysEval, Penultimate, labels_by_id, load_erm, penultimate
@@ -83,10 +84,16 @@ def gate(m: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 def temperatures(start: float, end: float, epochs: int) -> list[float]:
-    """τ for each gate epoch, geometric from start to end."""
-    if not 0 < end <= start or epochs < 1:
-        raise ValueError(f"FFW needs 0 < tau_end <= tau_start and gate_epochs >= 1 (got {end}, {start}, {epochs})")
+    """τ for each gate epoch, geometric from start to end (0 < end <= start: the options' domains
+    and FFW's rule)."""
     return [start * (end / start) ** (e / max(1, epochs - 1)) for e in range(epochs)]
+
+
+def temperature_rule(params: dict) -> str | None:
+    """The temperature anneals: tau_end <= tau_start."""
+    if params["tau_end"] > params["tau_start"]:
+        return f"tau_end={params['tau_end']:g} is above tau_start={params['tau_start']:g}: the temperature falls"
+    return None
 
 
 class GatedModel(AlwaysEval):
@@ -95,8 +102,6 @@ class GatedModel(AlwaysEval):
 
     def __init__(self, base: nn.Module, structure: str, init: float, tau: float):
         super().__init__()
-        if structure not in STRUCTURES:
-            raise ValueError(f"FFW structure must be one of {STRUCTURES}, got {structure!r}")
         self.base, self.structure, self.tau = base, structure, tau
         self.__dict__["template"] = copy.deepcopy(base)  # hook-free copy for pruned(), not a submodule
         self.layers = scoped_layers(base, "all")[:-1]
@@ -218,13 +223,16 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
 
 
 @register("ffw", "FFW (Finding Fantastic Weights)", group_info="yes/yes", removes=False,
-          options={"structure": "unstructured", "gamma": 1.0, "gate_epochs": 4, "tau_start": 1.0,
-                   "tau_end": 0.01, "gate_lr": 0.05, "gate_init": 3.0}, report=REPORT)
+          options={"structure": Option("unstructured", choices=STRUCTURES,
+                                       help="a gate per weight (unstructured) or per output channel (structured)"),
+                   "gamma": Option(1.0, ge=0, help="γ: weight of the mutual information I(b; b̂)"),
+                   "gate_epochs": Option(4, ge=1, help="epochs of gate training"),
+                   "tau_start": Option(1.0, gt=0, help="the gates' first temperature τ"),
+                   "tau_end": Option(0.01, gt=0, help="the gates' last temperature τ (<= tau_start)"),
+                   "gate_lr": Option(0.05, gt=0, help="Adam learning rate of the gate logits"),
+                   "gate_init": Option(3.0, help="the gate logits' initial value m (σ(m/τ): > 0 starts open)")},
+          report=REPORT, rule=temperature_rule)
 def ffw(ctx: MethodContext, params: dict) -> MethodResult:
-    if params["structure"] not in STRUCTURES or params["gamma"] < 0 or params["gate_lr"] <= 0:
-        raise ValueError(f"FFW needs structure in {STRUCTURES}, gamma >= 0 and gate_lr > 0 "
-                         f"(got {params['structure']!r}, {params['gamma']}, {params['gate_lr']})")
-    temperatures(params["tau_start"], params["tau_end"], params["gate_epochs"])
     column, b, names = bias_attribute(ctx.data, ctx.cfg.data.group_attribute)
     base = load_erm(ctx)
     data, train_idx, val_idx = ctx.data, ctx.train_idx, ctx.val_idx

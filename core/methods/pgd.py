@@ -34,6 +34,7 @@ from core.attribution.gradients import capture, layer_grads, layer_inputs, scope
 from core.attribution.trak import proxy_model_config
 from core.train.losses import gce
 from core.methods.base import MethodContext, MethodResult, register
+from core.methods.options import Option
 from core.methods.selection_by_val import fit_selected
 from core.progress import scaled
 from core.train.training import fit, predict_logits
@@ -42,6 +43,7 @@ from core.data.images import to_tensor
 NORMS = ("l1", "l2", "linf")
 SCOPES = {"fc": "last", "all": "all"}
 WIDTHS = (1.0, 0.5, 0.25)
+MODES = ("resample", "reweight")
 
 
 def ce_grad_norms(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndarray,
@@ -49,9 +51,6 @@ def ce_grad_norms(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx:
                   ) -> tuple[np.ndarray, int]:
     """||∇θ CE(f(x_i), y_i)||_norm for examples idx (model in eval mode), and the largest
     per-example gradient block formed (bytes). θ: the final layer (fc) or all linear/conv layers."""
-    if norm not in NORMS or scope not in SCOPES:
-        raise ValueError(f"PGD norm must be one of {NORMS} and grad_scope one of {tuple(SCOPES)} "
-                         f"(got norm={norm!r}, grad_scope={scope!r})")
     layers = scoped_layers(model, SCOPES[scope])
     labels_t = torch.tensor(np.asarray(labels), dtype=torch.int64)
     model.eval().to(device)
@@ -114,22 +113,21 @@ def weighted_ce(weights_by_id: np.ndarray):
 
 def biased_config(ctx: MethodContext, width: float):
     """The analysis config with the biased model's architecture (width 1 | 0.5 | 0.25)."""
-    if width not in WIDTHS:
-        raise ValueError(f"PGD biased_width must be one of {', '.join(map(str, WIDTHS))}, got {width}")
     if width < 1 and ctx.cfg.model.arch != "small_cnn":
         raise ValueError(f"PGD biased_width={width} needs arch small_cnn (narrower copies), not {ctx.cfg.model.arch!r}")
     return replace(ctx.cfg, model=proxy_model_config(ctx.cfg.model, round(1 / width)))
 
 
 @register("pgd", "PGD (per-sample gradient debiasing)", group_info="no/yes", removes=False,
-          options={"q": 0.7, "norm": "l2", "grad_scope": "fc", "mode": "resample", "biased_width": 1.0})
+          options={"q": Option(0.7, gt=0, le=1, help="q of the biased model's generalized cross-entropy"),
+                   "norm": Option("l2", choices=NORMS, help="r of the gradient norm ||∇θ L||_r"),
+                   "grad_scope": Option("fc", choices=tuple(SCOPES), help="θ: the final layer (fc) or every layer"),
+                   "mode": Option("resample", choices=MODES, help="draw batches with probability h, or weight "
+                                                                  "the loss by N·h"),
+                   "biased_width": Option(1.0, choices=WIDTHS, help="the biased model's channel width "
+                                                                    "(< 1: small_cnn only)")})
 def pgd(ctx: MethodContext, params: dict) -> MethodResult:
     q, norm, scope, mode = params["q"], params["norm"], params["grad_scope"], params["mode"]
-    if mode not in ("resample", "reweight"):
-        raise ValueError(f"PGD mode must be 'resample' or 'reweight', got {mode!r}")
-    if norm not in NORMS or scope not in SCOPES or not 0 < q <= 1:
-        raise ValueError(f"PGD needs norm in {NORMS}, grad_scope in {tuple(SCOPES)} and 0 < q <= 1 "
-                         f"(got {norm!r}, {scope!r}, {q})")
     cfg_b = biased_config(ctx, params["biased_width"])
     idx = ctx.train_idx
     biased = fit(ctx.data, idx, cfg_b, ctx.recipe(params), ctx.device, scaled(ctx.report, "PGD biased model: "),

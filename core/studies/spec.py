@@ -20,7 +20,8 @@
     label = "val sweep"
     "d3m.k_sweep" = [500, 1000, 1500]
 
-Every value is checked before anything runs; an error names the file, the key and its line.
+Every value is checked before anything runs (a method option against its domain, each cell's
+options against the method's rule between them); an error names the file, the key and its line.
 """
 from __future__ import annotations
 
@@ -109,10 +110,25 @@ def check_setting(check: _Checker, key: str, name: str, value: Any) -> None:
 
 
 def check_option(check: _Checker, key: str, method: str, name: str, value: Any) -> None:
+    """A method option's name, type and domain (core/methods/options.py)."""
     try:
-        get_method(method).resolve({name: value})
+        get_method(method).check(name, value)
     except ValueError as exc:
         check.fail(key, str(exc))
+
+
+def check_cells(check: _Checker, study: Study) -> None:
+    """Each cell's options together, against its method's rule between options (FFW: tau_end
+    <= tau_start); the error names the first of the cell's keys for that method."""
+    from core.studies.grid import cells  # grid builds on this module
+
+    for cell in cells(study):
+        try:
+            get_method(cell.method).resolve(cell.params)
+        except ValueError as exc:
+            keys = [k for k in (*study.grid, *(k for v in study.variants for k in v))
+                    if k.partition(".")[0] == cell.method] or list(cell.params)
+            check.fail(keys[0] if keys else "methods", f"{exc} (cell {cell.label!r})")
 
 
 def check_key(check: _Checker, study_methods: tuple[str, ...], key: str, value: Any) -> None:
@@ -147,8 +163,10 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(control, bool):
         check.fail("control", f"{control!r} is not true or false")
     title = raw.get("title", path.stem)
-    return Study(path.stem, str(path.resolve()), str(title), seeds, methods, control, metrics, analysis,
-                 params, grid, tuple(variants))
+    study = Study(path.stem, str(path.resolve()), str(title), seeds, methods, control, metrics, analysis,
+                  params, grid, tuple(variants))
+    check_cells(check, study)
+    return study
 
 
 def _parse(path: Path, text: str) -> dict:

@@ -52,16 +52,17 @@ elif choice["needs"] == "cells":
                + "; ".join(vs.cell_key(c) for c in cells))
 if choice["alignment"] == "auto_alignment":
     st.caption("Pseudo-groups: " + "; ".join(vs.pseudo_group_names(analysis)))
-options = {}
+options, problems = {}, []
 if choice["options"]:
     with st.expander(f"{choice['title']} settings (defaults preset)"):
-        options = widgets.option_inputs(name, choice["options"])
+        options, problems = widgets.option_inputs(name, choice["options"])
 seeds = st.columns([3, 2])[0].multiselect("Seeds (one run each)", list(range(10)), default=[0], key="debias_seeds")
 control = st.checkbox("Also train a random control (removes as many random examples)", value=True,
                       key="debias_control", disabled=not choice["removes"] or choice["control"])
 if not choice["available"]:
     st.warning(f"{choice['title']}: {choice['note']}.")
-if st.button("Retrain", type="primary", disabled=not (choice["available"] and seeds), key="debias_start"):
+if st.button("Retrain", type="primary", disabled=not (choice["available"] and seeds) or bool(problems),
+             key="debias_start"):
     for seed in seeds:
         jobs_panel.attempt(start_debias, ctx.store, analysis.id, name,
                            vr.debias_params(choice, seed, k, k_sweep, flagged, cells, options), control=control)
