@@ -10,8 +10,8 @@ from core.views import runs as vr
 from tests.dashboard.fixtures import open_app
 
 SETTINGS = {  # method: (an option shown with its default, the value set, more options set)
-    "pgd": (("text_input", "norm", "l2", "l1"), {"q": 0.5}),
-    "ffw": (("text_input", "structure", "unstructured", "structured"), {"gate_epochs": 1}),
+    "pgd": (("selectbox", "norm", "l2", "l1"), {"q": 0.5}),
+    "ffw": (("selectbox", "structure", "unstructured", "structured"), {"gate_epochs": 1}),
     "ba_lora": (("number_input", "rank", 8, 4), {"steps": 5}),
 }
 
