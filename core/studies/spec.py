@@ -154,6 +154,8 @@ def load_study(path: str | Path) -> Study:
         check.fail(key, f"unknown key; expected one of {', '.join(sorted(TOP_KEYS))}")
     methods = _methods(check, raw)
     seeds = tuple(_list(check, raw, "seeds", int, [0]))
+    for seed in seeds:  # each task's method seed: the common option's domain
+        check_option(check, "seeds", methods[0], "seed", seed)
     metrics = _metrics(check, raw)
     analysis = _analysis(check, path, _table(check, raw, "analysis"))
     params = _params(check, raw, methods)

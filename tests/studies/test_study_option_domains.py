@@ -59,6 +59,12 @@ def test_grid_value_refused_with_file_line_and_key(capsys, tmp_path, tiny_sample
     says(err.removeprefix(where), case)
 
 
+def test_a_negative_seed_is_refused_with_its_line(capsys, tmp_path, tiny_sample):
+    text = STUDY.format(method="jtt", data=tiny_sample, tables="").replace("seeds = [0]", "seeds = [0, -1]")
+    path, err = plan_refused(capsys, tmp_path, text)
+    assert err == f"error: {path}:2: seeds: jtt parameter seed=-1 is not allowed: a whole number >= 0"
+
+
 def test_a_cell_against_the_rule_between_options(capsys, tmp_path, tiny_sample):
     """FFW's tau_end <= tau_start is judged per cell, with the values the cell combines: a
     variant below both defaults passes, a grid point above the variant's tau_start does not."""
