@@ -34,22 +34,69 @@ def image_grid(data: Dataset, ids: np.ndarray, captions: list[str] | None = None
     st.image([views.thumbnail(data.images[i], width) for i in shown], caption=caps, width=width)
 
 
+def category_axis(fig: go.Figure, axis: str, order: list | None = None) -> go.Figure:
+    """Make an axis categorical (in `order` when given): class, group and attribute names such
+    as "0" and "1" are categories, never a continuous axis from -0.5 to 1.5."""
+    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
+    settings = {"type": "category"}
+    if order is not None:
+        settings.update(categoryorder="array", categoryarray=[str(v) for v in order])
+    update(**settings)
+    return fig
+
+
+TOP_LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0}
+
+
 def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, y_title: str, legend: str,
-                     colors: dict | None = None) -> go.Figure:
-    """Overlaid bars of core.views.selection.histogram output (one trace per colour)."""
+                     colors: dict | None = None, scale: float = 1.0, order: list | None = None) -> go.Figure:
+    """Overlaid bars of core.views.distributions.histogram output (one trace per colour, in
+    `order` when given), x multiplied by `scale`; the tail bars of a clipped histogram are
+    hatched and labelled with how many examples they count and over what range."""
     fig = go.Figure()
-    for name, part in bins.groupby("colour", sort=False):
-        fig.add_bar(x=part["center"], y=part["count"], width=part["width"], name=str(name), opacity=0.65,
-                    marker_color=(colors or {}).get(name), customdata=part[["left", "right"]],
+    names = list(dict.fromkeys(bins["colour"]))
+    if order is not None:
+        names = [c for c in order if c in set(names)] + [c for c in names if c not in set(order)]
+    has_tails = "side" in bins and (bins["side"] != "").any()
+    for name in names:
+        part = bins[bins["colour"] == name]
+        body = part[part["side"] == ""] if has_tails else part
+        fig.add_bar(x=body["center"] * scale, y=body["count"], width=body["width"] * scale, name=str(name),
+                    opacity=0.65, marker_color=(colors or {}).get(name), legendgroup=str(name),
+                    customdata=body[["left", "right"]] * scale,
                     hovertemplate="%{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y}<extra>" + str(name) + "</extra>")
+        if has_tails:
+            tails = part[part["side"] != ""]
+            fig.add_bar(x=tails["center"] * scale, y=tails["count"], width=tails["width"] * scale, name=str(name),
+                        opacity=0.65, marker_color=(colors or {}).get(name), legendgroup=str(name), showlegend=False,
+                        marker_pattern_shape="/", customdata=tails[["left", "right"]] * scale,
+                        hovertemplate="tail, %{customdata[0]:.3g} to %{customdata[1]:.3g}: %{y}<extra>"
+                                      + str(name) + "</extra>")
+    if has_tails:
+        _label_tails(fig, bins, scale)
     fig.update_layout(barmode="overlay", title=title, xaxis_title=x_title, yaxis_title=y_title,
                       legend_title=legend, bargap=0)
     return fig
 
 
+def _label_tails(fig: go.Figure, bins: pd.DataFrame, scale: float) -> None:
+    """A label over each tail bar: how many examples lie beyond the bins, and their range."""
+    for side, anchor in (("below", "right"), ("above", "left")):
+        part = bins[bins["side"] == side]
+        count = int(part["count"].sum())
+        if count == 0:
+            continue
+        left, right = part["left"].min() * scale, part["right"].max() * scale
+        where = f"< {right:.3g} (down to {left:.3g})" if side == "below" else f"> {left:.3g} (up to {right:.3g})"
+        top = bins.groupby("center")["count"].sum().max()
+        fig.add_annotation(x=part["center"].iloc[0] * scale, y=top, yanchor="bottom", xanchor=anchor,
+                           text=f"{count:,} {where}", showarrow=False, font={"size": 11})
+
+
 def group_bars(bars: pd.DataFrame, title: str, legend: str = "run") -> go.Figure:
     """Horizontal grouped bars of core.views.data.per_group_accuracy output, the worst group on top
-    (core.views.data.group_order), tall enough that each of many groups keeps a readable label."""
+    (core.views.data.group_order), tall enough that each of many groups keeps a readable label;
+    the legend above the plot, clear of the axis labels."""
     order = views.group_order(bars)
     runs = list(dict.fromkeys(bars["run"]))
     fig = go.Figure()
@@ -57,10 +104,12 @@ def group_bars(bars: pd.DataFrame, title: str, legend: str = "run") -> go.Figure
         part = bars[bars["run"] == run].set_index("group").reindex(order)
         fig.add_bar(y=order, x=part["accuracy"], name=str(run), orientation="h", customdata=part[["examples"]],
                     hovertemplate="%{y}: %{x:.1%} of %{customdata[0]} examples<extra>" + str(run) + "</extra>")
-    fig.update_layout(barmode="group", title=title, legend_title=legend, legend={"orientation": "h", "y": -0.12},
-                      height=140 + len(order) * (8 + 10 * len(runs)), margin={"l": 10})
+    fig.update_layout(barmode="group", title={"text": title, "y": 0.98, "yanchor": "top"}, legend_title=legend,
+                      legend=TOP_LEGEND, height=180 + len(order) * (8 + 10 * len(runs)) + 22 * len(runs) // 3,
+                      margin={"l": 10, "t": 90 + 22 * (len(runs) // 3)})
     fig.update_xaxes(tickformat=".0%", range=[0, 1], title="accuracy")
     fig.update_yaxes(autorange="reversed", title=None, automargin=True)
+    category_axis(fig, "y")
     return fig
 
 
