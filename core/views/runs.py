@@ -105,11 +105,11 @@ def jaccard_matrix(runs: list[Run]) -> pd.DataFrame:
     member = np.zeros((len(names), len(universe)), np.float32)  # counts stay exact below 2**24
     for i, ids in enumerate(sets.values()):
         member[i, np.searchsorted(universe, ids)] = 1.0
-    inter = member @ member.T
-    size = member.sum(axis=1)
+    inter = (member @ member.T).astype(np.float64)
+    size = member.sum(axis=1, dtype=np.float64)
     union = size[:, None] + size[None, :] - inter
     jac = np.where(union > 0, inter / np.maximum(union, 1.0), 1.0)
-    return pd.DataFrame(jac.astype(np.float64), index=names, columns=names)
+    return pd.DataFrame(jac, index=names, columns=names)
 
 
 def metrics_long(metrics: dict) -> pd.DataFrame:
