@@ -46,8 +46,9 @@ CLASSES = ["landbird", "waterbird"]
 DISTINCT_IMAGES = 64
 
 
-def make_data(root: Path, n: dict[str, int], seed: int = 0) -> Path:
-    """metadata.csv with n[split] rows per split; images are hard links to a few distinct PNGs."""
+def make_data(root: Path, n: dict[str, int], seed: int = 0, classes: tuple[str, ...] = tuple(CLASSES)) -> Path:
+    """metadata.csv with n[split] rows per split, labels `classes` (e.g. ("0", "1")); images are
+    hard links to a few distinct PNGs."""
     if (root / "metadata.csv").exists():
         return root
     rng = np.random.default_rng(seed)
@@ -60,7 +61,7 @@ def make_data(root: Path, n: dict[str, int], seed: int = 0) -> Path:
     spurious = np.where(split == "train", 0.95, 0.5)  # place agrees with the label in 95% of train
     place = np.where(rng.random(total) < spurious, label, 1 - label)
     df = pd.DataFrame({"filename": [f"img/e{i:07d}.png" for i in range(total)],
-                       "label": np.asarray(CLASSES)[label], "split": split})
+                       "label": np.asarray(classes)[label], "split": split})
     df["group"] = [f"{c} on {p}" for c, p in zip(df["label"], np.asarray(ATTRIBUTES["place"])[place])]
     df["place"] = np.asarray(ATTRIBUTES["place"])[place]
     for attr in ("size", "colour", "source"):
