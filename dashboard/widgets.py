@@ -74,23 +74,48 @@ def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, y_title: str,
                                       + str(name) + "</extra>")
     if has_tails:
         _label_tails(fig, bins, scale)
-    fig.update_layout(barmode="overlay", title=title, xaxis_title=x_title, yaxis_title=y_title,
-                      legend_title=legend, bargap=0)
+    fig.update_layout(barmode="overlay", title={"text": title, "y": 0.98, "yanchor": "top"}, xaxis_title=x_title,
+                      yaxis_title=y_title, legend_title=legend, bargap=0, legend=TOP_LEGEND,
+                      margin={"t": 110})
     return fig
 
 
 def _label_tails(fig: go.Figure, bins: pd.DataFrame, scale: float) -> None:
-    """A label over each tail bar: how many examples lie beyond the bins, and their range."""
-    for side, anchor in (("below", "right"), ("above", "left")):
+    """A label at each tail bar, reading inwards: how many examples lie beyond the bins, and
+    their range; the x range ends just past the tail bars (annotations would widen it)."""
+    width = float(bins["width"].iloc[0])
+    lo, hi = bins["center"].min() - width, bins["center"].max() + width
+    top = bins.groupby("center")["count"].max().max()
+    for side, anchor in (("below", "left"), ("above", "right")):
         part = bins[bins["side"] == side]
         count = int(part["count"].sum())
         if count == 0:
             continue
         left, right = part["left"].min() * scale, part["right"].max() * scale
         where = f"< {right:.3g} (down to {left:.3g})" if side == "below" else f"> {left:.3g} (up to {right:.3g})"
-        top = bins.groupby("center")["count"].sum().max()
-        fig.add_annotation(x=part["center"].iloc[0] * scale, y=top, yanchor="bottom", xanchor=anchor,
+        fig.add_annotation(x=(lo if side == "below" else hi) * scale, y=top, yanchor="bottom", xanchor=anchor,
                            text=f"{count:,} {where}", showarrow=False, font={"size": 11})
+    fig.update_xaxes(range=[lo * scale, hi * scale])
+
+
+def lasso_scatter(points: pd.DataFrame, x: str, y: str, colour: str, hover: list[str], title: str,
+                  x_title: str, rows: list) -> go.Figure:
+    """One marker trace per `colour` value (x: `x`, y: the category `y` in the order `rows`);
+    each point's customdata[0] is its example id (core.views.selection.ids_from_points) and its
+    hover text the `hover` columns. Built with graph_objects rather than plotly express, which
+    took 0.4 s for 5,000 points."""
+    fig = go.Figure()
+    text = pd.Series("", index=points.index)
+    for c in hover:
+        text = text + f"{c}: " + points[c].astype(str) + "<br>"
+    for name, part in points.groupby(colour, sort=False):
+        fig.add_scatter(x=part[x].to_numpy(), y=part[y].to_numpy(), mode="markers", name=str(name),
+                        customdata=part[["id"]].to_numpy(), text=text[part.index].to_numpy(),
+                        marker={"size": 6, "opacity": 0.6},
+                        hovertemplate="%{text}id %{customdata[0]}<extra>%{fullData.name}</extra>")
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y, legend_title=colour)
+    category_axis(fig, "y", rows)
+    return fig
 
 
 def group_bars(bars: pd.DataFrame, title: str, legend: str = "run") -> go.Figure:

@@ -1,6 +1,5 @@
 """Page 3: the group alignment A_i of every training example; flag examples for removal."""
 import numpy as np
-import plotly.express as px
 import streamlit as st
 
 from core.runs import annotations
@@ -47,23 +46,21 @@ pct = st.slider("A_i percentile between (0: the most negative)", 0.0, 100.0, (0.
                 format="%.1f", key=f"align_pct_{score}")
 lo, hi = distributions.percentile_range(table["alignment"].to_numpy(), *pct)
 mask = vs.filter_mask(table, classes, {attr: values} if values else None, pct)
-shown = table[mask]
-st.caption(f"{len(shown):,} examples match: A_i from {lo * factor:.3g} to {hi * factor:.3g}"
+positions = np.flatnonzero(mask)  # the matching rows (no copy of the 160,000-row table)
+n_shown = len(positions)
+st.caption(f"{n_shown:,} examples match: A_i from {lo * factor:.3g} to {hi * factor:.3g}"
            + (f" ({unit})" if unit else "") + f", i.e. {lo:.3e} to {hi:.3e}.")
 
-picked_points = shown.iloc[distributions.downsample(shown["alignment"].to_numpy(), PLOT_MAX, PLOT_EXTREMES)]
-points = picked_points.assign(shown_alignment=picked_points["alignment"] * factor)
-sampled = len(points) < len(shown)
-scatter = px.scatter(points, x="shown_alignment", y="class", color="group", custom_data=["id"],
-                     hover_data={a: True for a in data.attributes} | {"alignment": ":.3e", "shown_alignment": False},
-                     title=f"Lasso or box-select points to flag them ({len(points):,} of {len(shown):,} shown"
-                           + (f": the {PLOT_EXTREMES:,} most negative and most positive, an even sample between)"
-                              if sampled else ")"),
-                     labels={"shown_alignment": axis_title}, category_orders={"class": data.class_names})
-scatter.update_traces(marker={"size": 6, "opacity": 0.6})
-scatter.update_layout(dragmode="lasso", height=max(320, 120 + 40 * data.n_classes),
-                      legend={"title": "group"})
-widgets.category_axis(scatter, "y", data.class_names)
+plotted = positions[distributions.downsample(table["alignment"].to_numpy()[positions], PLOT_MAX, PLOT_EXTREMES)]
+points = table.iloc[plotted].assign(shown_alignment=lambda t: t["alignment"] * factor)
+sampled = len(points) < n_shown
+rows_shown = [c for c in data.class_names if c in set(points["class"])]  # the classes plotted, in order
+scatter = widgets.lasso_scatter(
+    points.assign(A_i=points["alignment"].map("{:.3e}".format)), "shown_alignment", "class", "group",
+    ["A_i", *data.attributes], f"Lasso or box-select points to flag them ({len(points):,} of {n_shown:,} shown"
+    + (f": the {PLOT_EXTREMES:,} most negative and most positive, an even sample between)" if sampled else ")"),
+    axis_title, rows_shown)
+scatter.update_layout(dragmode="lasso", height=max(320, 120 + 40 * len(rows_shown)))
 event = st.plotly_chart(scatter, on_select="rerun", selection_mode=["lasso", "box"], key=f"align_plot_{score}",
                         width="stretch")
 lassoed = vs.ids_from_points(event.selection.points) if event else []
@@ -72,10 +69,10 @@ s1, s2, s3, s4 = st.columns([2, 2, 1, 1])
 sort_by = s2.selectbox("Sort by", ["alignment", "id", "class", "group", *data.attributes], key="align_sort")
 ascending = s3.toggle("Ascending", True, key="align_asc")
 size = s4.selectbox("Rows per page", [25, 50, 100], key="align_size")
-pages = vs.n_pages(len(shown), size)
-page = s1.number_input(f"Page (of {pages}; {len(shown):,} examples match)", 1, pages, 1, key="align_page")
+pages = vs.n_pages(n_shown, size)
+page = s1.number_input(f"Page (of {pages}; {n_shown:,} examples match)", 1, pages, 1, key="align_page")
 order = context.sort_order(ctx, score, sort_by, ascending)
-rows = vs.sorted_page(table, sort_by, ascending, min(int(page), pages), size, order, mask) if len(shown) else shown
+rows = vs.sorted_page(table, sort_by, ascending, min(int(page), pages), size, order, mask) if n_shown else table[:0]
 rows = rows.assign(image=[views.thumbnail_uri(data.images[i]) for i in rows["id"]])
 selection = st.dataframe(rows[["image", *[c for c in rows.columns if c != "image"]]], hide_index=True,
                          on_select="rerun", selection_mode="multi-row", key=f"align_table_{score}",
@@ -91,8 +88,8 @@ b1, b2, b3, b4 = st.columns(4)
 if b1.button(f"Flag {len(picked) + len(lassoed)} selected", disabled=not (picked or lassoed), key="flag_selected"):
     jobs_panel.attempt(annotations.update_id_set, analysis, "flagged", add=picked + lassoed)
     st.rerun()
-if b2.button(f"Flag all {len(shown):,} matching", key="flag_all", disabled=shown.empty):
-    jobs_panel.attempt(annotations.update_id_set, analysis, "flagged", add=shown["id"].tolist())
+if b2.button(f"Flag all {n_shown:,} matching", key="flag_all", disabled=not n_shown):
+    jobs_panel.attempt(annotations.update_id_set, analysis, "flagged", add=table["id"].to_numpy()[positions].tolist())
     st.rerun()
 if b3.button("Unflag selected", disabled=not (picked or lassoed), key="unflag_selected"):
     jobs_panel.attempt(annotations.update_id_set, analysis, "flagged", remove=picked + lassoed)

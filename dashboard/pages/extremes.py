@@ -31,11 +31,14 @@ n = c2.slider("Examples shown per pole", 4, 32, 8, step=4, key="extremes_n")
 ex = vs.class_extremes(*args, cls, n)
 threshold = auto["thresholds"][str(cls)]
 frame = ex["frame"]
-fig = widgets.histogram_figure(distributions.histogram(frame["projection"].to_numpy(), frame["pseudo_group"].to_numpy(), 40),
+projection = frame["projection"].to_numpy()
+factor, unit = distributions.unit(projection)
+fig = widgets.histogram_figure(distributions.histogram(projection, frame["pseudo_group"].to_numpy(), 40, tail=context.TAIL),
                                f"{cls_name}: validation examples along the top principal component",
-                               "projection on the top principal component", "validation examples", "pseudo-group",
-                               {names[2 * cls]: "#d62728", names[2 * cls + 1]: "#1f77b4"})
-fig.add_vline(x=threshold, line_dash="dash", annotation_text=f"{auto['fraction']:.0%} threshold")
+                               "projection on the top principal component" + (f" ({unit})" if unit else ""),
+                               "validation examples", "pseudo-group",
+                               {names[2 * cls]: "#d62728", names[2 * cls + 1]: "#1f77b4"}, scale=factor)
+fig.add_vline(x=threshold * factor, line_dash="dash", annotation_text=f"{auto['fraction']:.0%} threshold")
 st.plotly_chart(fig, width="stretch")
 
 for col, side in zip(st.columns(2), ("low", "high")):
