@@ -16,6 +16,7 @@ def test_clipped_histogram_counts_the_tails_in_labelled_edge_bins():
     colours = np.where(np.arange(len(values)) % 2 == 0, "a", "b")
     h = dist.histogram(values, colours, bins=60, tail=0.005)
     tails = dist.tail_counts(h)
+    assert set(tails) == {"below", "above"}, "no tail bars"
     # 0.5% of the 2,000 gaps: the 10 lowest and the 10 highest lie outside the bins
     assert tails["below"]["count"] == 10 and tails["above"]["count"] == 10
     assert tails["below"]["right"] == pytest.approx(-990e-7) and tails["above"]["left"] == pytest.approx(990e-7)
