@@ -7,7 +7,7 @@ import streamlit as st
 from core.data import categories
 from core.runs import annotations
 
-from core.views import data as views, selection as vs
+from core.views import data as views, distributions, selection as vs
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
@@ -25,11 +25,12 @@ attribute = st.selectbox("Attribute", categories.order(subpop["attribute"].uniqu
 hm = vs.heatmap(subpop, attribute, class_names=data.class_names)
 mean, count, low = hm["mean"], hm["count"], hm["low"]
 text = np.where(low.to_numpy(), "⚠ n=" + count.astype(str).to_numpy(), "n=" + count.astype(str).to_numpy())
-limit = 1.6 * float(np.nanmax(np.abs(mean.to_numpy()))) or 1.0  # headroom: cell labels stay readable
+factor, unit = distributions.unit(mean.to_numpy()[np.isfinite(mean.to_numpy())])  # e.g. ×10⁻⁶
+limit = 1.6 * factor * float(np.nanmax(np.abs(mean.to_numpy()))) or 1.0  # headroom: cell labels stay readable
 fig = go.Figure(go.Heatmap(
-    z=mean.to_numpy(), x=list(mean.columns), y=list(mean.index), text=text, texttemplate="%{text}",
-    colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit, colorbar={"title": "mean A_i", "exponentformat": "e"},
-    hoverinfo="skip"))
+    z=factor * mean.to_numpy(), x=list(mean.columns), y=list(mean.index), text=text, texttemplate="%{text}",
+    colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit, hoverinfo="skip",
+    colorbar={"title": "mean A_i" + (f"<br>({unit})" if unit else "")}))
 # Invisible markers on the cell centres carry the hover text and make a click on a cell select it
 # (a heatmap trace itself is not selectable); customdata[0] is the cell's key.
 vi, ci = [a.ravel() for a in np.meshgrid(np.arange(len(mean.index)), np.arange(len(mean.columns)), indexing="ij")]
