@@ -75,17 +75,17 @@ def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, y_title: str,
     if has_tails:
         _label_tails(fig, bins, scale)
     fig.update_layout(barmode="overlay", title={"text": title, "y": 0.98, "yanchor": "top"}, xaxis_title=x_title,
-                      yaxis_title=y_title, legend_title=legend, bargap=0, legend=TOP_LEGEND,
-                      margin={"t": 110})
+                      yaxis_title=y_title, legend_title=legend, bargap=0,
+                      legend={**TOP_LEGEND, "y": 1.08, "xanchor": "center", "x": 0.5}, margin={"t": 120})
     return fig
 
 
 def _label_tails(fig: go.Figure, bins: pd.DataFrame, scale: float) -> None:
-    """A label at each tail bar, reading inwards: how many examples lie beyond the bins, and
-    their range; the x range ends just past the tail bars (annotations would widen it)."""
+    """A label over each tail bar, just above the plot area (clear of the bars and of lines
+    labelled inside it), reading inwards: how many examples lie beyond the bins, and their
+    range; the x range ends just past the tail bars (annotations would widen it)."""
     width = float(bins["width"].iloc[0])
     lo, hi = bins["center"].min() - width, bins["center"].max() + width
-    top = bins.groupby("center")["count"].max().max()
     for side, anchor in (("below", "left"), ("above", "right")):
         part = bins[bins["side"] == side]
         count = int(part["count"].sum())
@@ -93,8 +93,8 @@ def _label_tails(fig: go.Figure, bins: pd.DataFrame, scale: float) -> None:
             continue
         left, right = part["left"].min() * scale, part["right"].max() * scale
         where = f"< {right:.3g} (down to {left:.3g})" if side == "below" else f"> {left:.3g} (up to {right:.3g})"
-        fig.add_annotation(x=(lo if side == "below" else hi) * scale, y=top, yanchor="bottom", xanchor=anchor,
-                           text=f"{count:,} {where}", showarrow=False, font={"size": 11})
+        fig.add_annotation(x=(lo if side == "below" else hi) * scale, y=1.0, yref="paper", yanchor="bottom",
+                           xanchor=anchor, text=f"{count:,} {where}", showarrow=False, font={"size": 11})
     fig.update_xaxes(range=[lo * scale, hi * scale])
 
 

@@ -1,7 +1,7 @@
 """Every page on data as users bring it, in a real browser (Playwright + Debian's Chromium at
 1400 px): labels 0/1, ten classes labelled 0..9, and 20,000 training examples. On each page the
 main control is used; no page shows an exception, classes are drawn on categorical axes, and no
-chart's legend, colour bar or annotation lies over an axis label or title (checked from the
+chart's legend, colour bar or annotation lies over an axis label, a title or one another (checked from the
 rendered SVG's boxes). Screenshots: test-artifacts/screenshots/data-<dataset>-<page>.png."""
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ OVERLAPS = """() => {
     const over = [...gd.querySelectorAll('g.legend > rect.bg, g.colorbar rect.cbbg, g.annotation-text-g')]
       .map(e => [e.closest('g.legend') ? 'legend' : e.closest('g.colorbar') ? 'colour bar' : 'annotation ' + e.textContent, box(e)]);
     for (const [name, a] of over) for (const [text, b] of labels) if (hit(a, b)) out.push(`chart ${i}: ${name} over '${text}'`);
+    over.forEach(([name, a], k) => over.slice(k + 1).forEach(([other, b]) => { if (hit(a, b)) out.push(`chart ${i}: ${name} over ${other}`); }));
     const xt = [...gd.querySelectorAll('g.xtick text')].map(e => [e.textContent, box(e)]);
     for (let k = 1; k < xt.length; k++) if (hit(xt[k - 1][1], xt[k][1])) out.push(`chart ${i}: x labels '${xt[k - 1][0]}' and '${xt[k][0]}'`);
   });
