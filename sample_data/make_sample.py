@@ -1,6 +1,6 @@
 """Generate the built-in sample: a small Waterbirds-like dataset with a planted bias.
 
-    python sample_data/make_sample.py [--out sample_data] [--seed 0] [--scale 1] [--classes 2]
+    python sample_data/make_sample.py [--out sample_data] [--seed 0] [--scale 1] [--classes 2] [--labels names]
 
 - label: the foreground object, `landbird` (a round body with a beak) or `waterbird` (a long
   flat hull with a mast); drawn small, in a random colour, with jitter and noise.
@@ -21,6 +21,9 @@ N shapes (the two birds, then square, triangle, cross, ring, diamond, tee, bars,
 the place agrees with the class's half (classes below N/2 on land, the others on water) in
 95% of training images, so there are 2N (class, place) groups, balanced in val and test. A
 `crowd` example is labelled by the place: its object comes from a class of the other half.
+
+Labels as users' tables often hold them (`--labels int`: classes 0, 1, ... and `size` 0/1;
+`--labels bool`: two classes False/True): the same images and rows, only the text differs.
 
 Fixed seed: running the script twice gives byte-identical files (for N = 2 the same files as
 before N existed).
@@ -140,11 +143,32 @@ def plant_crowd(rows: list[dict], rng: np.random.Generator, n: int = N_CROWD, n_
         row["source"] = "crowd"
 
 
-def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2) -> None:
+LABELS = ("names", "int", "bool")
+
+
+def label_names(n_classes: int, labels: str = "names") -> list[str]:
+    """How the label column writes each class: its shape's name, its index (0, 1, ...: as most
+    users' tables and CelebA's attributes do) or, for two classes, False / True."""
+    if labels == "int":
+        return [str(c) for c in range(n_classes)]
+    if labels == "bool":
+        if n_classes != 2:
+            raise ValueError(f"--labels bool needs exactly 2 classes, got {n_classes}")
+        return ["False", "True"]
+    if labels != "names":
+        raise ValueError(f"--labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    return list(CLASSES[:n_classes])
+
+
+def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2, labels: str = "names") -> None:
     """Write the dataset to `out`; `scale` < 1 makes a smaller copy (tests), `n_classes` up to
-    len(CLASSES) shapes with 2 * n_classes groups."""
+    len(CLASSES) shapes with 2 * n_classes groups. `labels` = 'int' writes the classes as 0, 1,
+    ... and the `size` attribute as 0 / 1 (small / large); 'bool' writes two classes as False /
+    True; the images are the same whatever the labels."""
     if not 2 <= n_classes <= len(CLASSES):
         raise ValueError(f"--classes must be between 2 and {len(CLASSES)}, got {n_classes}")
+    names = label_names(n_classes, labels)
+    sizes = {"small": "0", "large": "1"} if labels == "int" else {"small": "small", "large": "large"}
     rng = np.random.default_rng(seed)
     rows = [r for split, n in COUNTS.items()
             for r in plan_split(split, max(4 * n_classes, round(n * scale)), rng, n_classes)]
@@ -156,9 +180,9 @@ def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2) -
         for i, r in enumerate(rows):
             name = f"images/{r['split']}_{i:05d}.jpg"
             render(r["object"], r["place"], r, rng).save(out / name, quality=85)
-            group = f"{CLASSES[r['label']]} on {PLACES[r['place']]}"
-            writer.writerow([name, CLASSES[r["label"]], r["split"], group, PLACES[r["place"]],
-                             r["size"], r["colour"], r["time"], r["source"]])
+            group = f"{names[r['label']]} on {PLACES[r['place']]}"
+            writer.writerow([name, names[r["label"]], r["split"], group, PLACES[r["place"]],
+                             sizes[r["size"]], r["colour"], r["time"], r["source"]])
 
 
 def main() -> None:
@@ -167,9 +191,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the default size")
     parser.add_argument("--classes", type=int, default=2, help=f"number of classes, 2 to {len(CLASSES)} (default 2)")
+    parser.add_argument("--labels", choices=LABELS, default="names",
+                        help="the label column: class names (default), integers 0, 1, ... or False/True")
     args = parser.parse_args()
     try:
-        generate(args.out, args.seed, args.scale, args.classes)
+        generate(args.out, args.seed, args.scale, args.classes, args.labels)
     except ValueError as exc:
         parser.error(str(exc))
 

@@ -33,6 +33,7 @@ from tests.train import test_metrics as metrics
 from tests.pipeline import test_pipeline as pipeline
 from tests.methods import test_selection as sel
 from tests.attribution import test_trak_lr as trak_lr
+from tests.views import test_distributions as dists
 
 
 @dataclass
@@ -191,6 +192,18 @@ MUTATIONS = [
     Mutation("dfr-every-layer", "DFR refitting every layer", "method:dfr", refit_every_layer,
              (("test_baselines::test_dfr_changes_only_the_last_layer",
                lambda env: baselines.check_dfr_changes_only_the_last_layer(env.ctx)),)),
+    Mutation("histogram-unclipped", "A_i histogram binned over the full range (tails not clipped)",
+             "core.views.distributions.histogram",
+             lambda real: lambda values, colors, bins=40, tail=0.0: real(values, colors, bins, 0.0),
+             (("test_distributions::test_clipped_histogram_counts_the_tails_in_labelled_edge_bins",
+               lambda env: dists.test_clipped_histogram_counts_the_tails_in_labelled_edge_bins()),
+              ("test_distributions::test_clipped_bins_make_a_heavy_tailed_distribution_readable",
+               lambda env: dists.test_clipped_bins_make_a_heavy_tailed_distribution_readable()))),
+    Mutation("jaccard-dice", "removal-set overlap as Dice (2 x intersection / sum of sizes), not Jaccard",
+             "core.views.runs.jaccard_matrix", lambda real: lambda runs: 2 * real(runs) / (1 + real(runs)),
+             (("test_distributions::test_jaccard_matrix_of_many_runs_equals_set_arithmetic",
+               lambda env: dists.test_jaccard_matrix_of_many_runs_equals_set_arithmetic(
+                   Path(tempfile.mkdtemp(dir=env.tmp)))),)),
     Mutation("control-k", "random control drawing a different k", "method:random",
              lambda real: lambda ctx, params: real(ctx, {**params, "k": params["k"] + 1}),
              (("test_pipeline::test_d3m_removes_most_negative_and_gets_a_random_control",

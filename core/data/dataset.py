@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import DataConfig
+from core.data import categories
 from core.data.images import load_images
 from core.data.validate import SPLITS, attribute_columns, group_index, inspect, metadata_path, value_index
 from core.errors import DatasetError
@@ -59,7 +60,17 @@ class Dataset:
         return pd.DataFrame({"id": ids, "filename": meta["filename"].to_numpy(),
                              "class": np.asarray(self.class_names, dtype=object)[self.labels[ids]],
                              "group": np.asarray(self.group_names, dtype=object)[self.groups[ids]],
-                             **{a: meta[a].astype(str).to_numpy() for a in self.attributes}})
+                             **{a: meta[a].to_numpy(dtype=object) for a in self.attributes}})
+
+    def in_cell(self, ids: np.ndarray, cell: dict) -> np.ndarray:
+        """Which of the examples `ids` lie in a (class, attribute = value) cell, matched by name
+        (core/data/categories.py: a class or value given as 0, "0" or np.int64(0) is the same)."""
+        if cell["attribute"] not in self.attributes:
+            raise ValueError(f"unknown attribute {cell['attribute']!r} (attributes: {', '.join(self.attributes) or 'none'})")
+        ids = np.asarray(ids, np.int64)
+        names = np.asarray(self.class_names, dtype=object)[self.labels[ids]]
+        values = self.metadata[cell["attribute"]].to_numpy()[ids]
+        return (values == categories.name(cell["value"])) & (names == categories.name(cell["class"]))
 
     def group_class(self) -> np.ndarray:
         """For each group its class index when all its examples share one class, else -1."""
@@ -86,7 +97,7 @@ def load_dataset(
     if issues or df is None:
         raise DatasetError(issues)
     images = load_images(csv, df, paths, cfg.image_size, cache_dir, report)
-    df = df.reset_index(drop=True)
+    df = categories.as_text(df.reset_index(drop=True))  # the one normalisation: every cell a name
     labels, class_names = value_index(df["label"])
     groups, group_names = group_index(df, labels, class_names, cfg.group_attribute)
     return Dataset(

@@ -35,7 +35,7 @@ if choice["needs"] == "k":
         except ValueError as exc:
             st.error(str(exc))
             st.stop()
-    curve = vr.sweep_curves(ctx.store, analysis.id)
+    curve = context.run_views(ctx)["sweep"]
     if not curve.empty:
         fig = px.line(curve, x="k", y="val_wga", color="method", line_group="run", markers=True,
                       title="Validation worst-group accuracy of the k sweeps run so far",
@@ -68,10 +68,12 @@ if st.button("Retrain", type="primary", disabled=not (choice["available"] and se
                            vr.debias_params(choice, seed, k, k_sweep, flagged, cells, options), control=control)
     st.rerun()
 
-for run in vr.active_runs(ctx.store, analysis.id):
+run_views = context.run_views(ctx)
+active = run_views["table"].query("state in ('queued', 'running') and run != @analysis.id")["run"]
+for run in [ctx.store.get(r) for r in active]:
     jobs_panel.progress_panel(str(ctx.workdir), run.id, f"{run.label} (seed {run.config()['params'].get('seed')})")
 
-latest = vr.latest_result(ctx.store, analysis.id)
+latest = run_views["latest"]
 if latest is not None:
     summary = pipeline_summary(ctx.store, latest)
     st.subheader(f"Latest result: {latest.label}, {summary['n_removed']:,} examples removed")
