@@ -102,7 +102,7 @@ def run_method(run: Run, analysis: Run, acfg: AnalysisConfig, report: Reporter) 
                                "title": method.title, "group_info": method.group_info,
                                "n_removed": int(len(removed_ids)), "steps": result.steps,
                                "seed": int(cfg["params"].get("seed", acfg.train.seed)),
-                               "seconds": seconds, "info": result.info})
+                               "seconds": seconds, "device": str(device), "info": result.info})
     stages.mark_done(run, "method")
 
 
