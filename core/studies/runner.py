@@ -42,7 +42,7 @@ from core.progress import Reporter
 from core.runs.store import Run, RunStore
 from core.studies import table as tables
 from core.studies.cluster import ClusterError, address, connect, nodes, shutdown  # noqa: F401  (re-exported)
-from core.studies.grid import Task, tasks
+from core.studies.grid import DEFAULT_RATE, Task, estimate_seconds, tasks
 from core.studies.nodes import check_nodes
 from core.studies.resources import task_options
 from core.studies.spec import Study
@@ -140,14 +140,15 @@ def _place(store: RunStore, to_run: list[tuple], analyses: dict[str, str | None]
             data[name] = (cfg.data, load_dataset(cfg.data, cache_dir=store.workdir / "cache"))
     check_nodes([d for d, _ in data.values()], _cache(store), settings.get("node_dir"))
     fraction = settings.get("gpus_per_task")
-    placed = {}
+    placed, n_train = {}, {}
     for key, cfg in configs.items():
         ds = data[json.dumps(to_dict(cfg.data), sort_keys=True)][1]
         placed[key] = {kind: task_options(kind, cfg, ds, fraction) for kind in ("analysis", "method")}
+        n_train[key] = len(ds.idx("train"))
     fresh = [key for key in configs if analyses[key] is None]
     members = _members(settings.get("members") or "auto", [configs[k] for k in fresh],
                        [placed[k]["analysis"]["num_gpus"] for k in fresh])
-    return {"options": placed, "members": members, "node_dir": settings.get("node_dir")}
+    return {"options": placed, "members": members, "node_dir": settings.get("node_dir"), "n_train": n_train}
 
 
 def _members(mode: str, fresh: list[AnalysisConfig], gpus: list[float]) -> bool:
@@ -177,7 +178,7 @@ def _submit(store: RunStore, study: Study, records: list[dict], to_run: list[tup
     stored analysis, shipped once through the object store) as an argument."""
     refs: dict[str, object] = {}
     node_dir = placed["node_dir"]
-    for i, task, key in to_run:
+    for i, task, key in longest_first(to_run, placed["n_train"], study.control):
         options = placed["options"][key]
         if key not in refs:
             if analyses[key] is not None:
@@ -189,6 +190,19 @@ def _submit(store: RunStore, study: Study, records: list[dict], to_run: list[tup
         pending[_method.options(**options["method"]).remote(
             refs[key], task.cell.method, task.params(), study.control, _cache(store), node_dir)] = ("cell", i)
         records[i]["state"] = "running"
+
+
+def longest_first(to_run: list[tuple], n_train: dict[str, int], control: bool) -> list[tuple]:
+    """The tasks grouped by analysis, the analysis with the longest chain (its estimated time,
+    core/studies/grid.py, plus its longest cell's) first, its longest cell first: Ray starts
+    tasks roughly in submission order, so the critical path starts first and the short work
+    fills the gaps, instead of a long k sweep starting last and running alone."""
+    cost = {id(entry): estimate_seconds(entry[1], n_train[entry[2]], DEFAULT_RATE, control) for entry in to_run}
+    chain: dict[str, float] = {}
+    for entry in to_run:
+        est = cost[id(entry)]
+        chain[entry[2]] = max(chain.get(entry[2], 0.0), est["analysis_s"] + est["method_s"])
+    return sorted(to_run, key=lambda e: (-chain[e[2]], e[2], -cost[id(e)]["method_s"], e[0]))
 
 
 def _finished_cell(store: RunStore, analysis_id: str, task: Task, control: bool) -> str | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from core.config import AnalysisConfig, from_dict
+from core.data.dataset import reused
 from core.pipeline.analysis import TARGET, start_analysis
 from core.pipeline.debias import start_debias
 from core.runs.store import Run, RunStore
@@ -139,7 +140,7 @@ def analysis_task(config: dict, cache_dir: str | None = None, node_dir_: str | N
     check_gpu()
     cfg = from_dict(AnalysisConfig, config)
     with workspace(task_key("analysis", config), cache_dir, node_dir_) as store:
-        with measured() as used:
+        with measured() as used, reused():
             run = finished(start_analysis(store, cfg, inline=True, target=MEMBERS_TARGET if members else TARGET))
         run.write_json("resources", {**used, **where(run.read_json("metrics")["device"])})
         return {"id": run.id, "runs": {run.id: pack(run.path)}}
@@ -151,7 +152,7 @@ def method_task(analysis: dict, method: str, params: dict, control: bool, cache_
     check_gpu()
     with workspace(task_key("method", analysis["id"], method, params, control), cache_dir, node_dir_) as store:
         import_runs(store, analysis["runs"])
-        with measured() as used:
+        with measured() as used, reused():
             run = finished(start_debias(store, analysis["id"], method, params, control=control, inline=True))
         run.write_json("resources", {**used, **where(run.read_json("metrics")["device"])})
         return {"id": run.id, "runs": {r.id: pack(r.path) for r in store.list("debias")}}
