@@ -69,7 +69,12 @@ def check_nodes(data: list[DataConfig], driver_cache: str | None, configured: st
     refs = {n: _inspect.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.id, soft=False))
             .remote(payload, driver_cache, configured) for n in targets}
     for node, ref in refs.items():
-        for cfg, mine, theirs in zip(data, here, ray.get(ref)):
+        try:
+            found = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # e.g. its runtime environment could not be set up
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ClusterError(f"node {node.label} could not run the dataset check: {first}") from None
+        for cfg, mine, theirs in zip(data, here, found):
             if "error" in theirs:
                 raise ClusterError(f"node {node.label} cannot read the dataset at {cfg.root}: {theirs['error']}")
             if (diff := difference(mine, theirs["fingerprint"])) is not None:

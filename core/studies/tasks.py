@@ -10,6 +10,7 @@ which do travel. A task that Ray gave a GPU refuses to run without one (`check_g
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -104,19 +105,26 @@ def task_key(*parts: object) -> str:
 @contextmanager
 def workspace(key: str, driver_cache: str | None, configured: str | None = None) -> Iterator[RunStore]:
     """The task's work folder on this node (core/studies/nodes.py): kept when the worker
-    process is killed, so the next try of the same task resumes the runs in it from their last
-    finished stage; removed once the task returns or raises. Its image cache is the driver's
-    when this node can read it, else this node's own (decoded once per node)."""
-    root = node_dir(configured) / "tasks" / key
-    (root / "runs").mkdir(parents=True, exist_ok=True)
-    cache = image_cache(driver_cache, configured)
-    cache.mkdir(parents=True, exist_ok=True)
-    if not (root / "cache").exists():
-        os.symlink(cache.resolve(), root / "cache")
-    try:
-        yield RunStore(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    process is killed, so the next try of the same task (Ray's retry, or the study started
+    again) resumes the runs in it from their last finished stage; removed once the task returns
+    or raises. One task at a time holds it (a lock the kernel drops when its process dies), so
+    a try never works beside a worker of an earlier try that is still being stopped. Its image
+    cache is the driver's when this node can read it, else this node's own (decoded once)."""
+    tasks = node_dir(configured) / "tasks"
+    root = tasks / key
+    tasks.mkdir(parents=True, exist_ok=True)
+    (tasks.parent / "locks").mkdir(exist_ok=True)
+    with open(tasks.parent / "locks" / key, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (root / "runs").mkdir(parents=True, exist_ok=True)
+        cache = image_cache(driver_cache, configured)
+        cache.mkdir(parents=True, exist_ok=True)
+        if not (root / "cache").exists():
+            os.symlink(cache.resolve(), root / "cache")
+        try:
+            yield RunStore(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def finished(run: Run) -> Run:

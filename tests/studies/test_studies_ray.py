@@ -1,7 +1,9 @@
 """Studies on a real local Ray (2 CPUs, one session for the module): a 4-task study equals the
 same cells run one by one; a failing cell is recorded while the others finish; unchanged cells
-are reused; a study whose driver is killed resumes without rerunning finished cells; and a
-study joins a cluster started by `ray start --head` on a free port."""
+are reused; a study whose driver is killed resumes without rerunning finished cells; members
+as tasks of their own give the serial scores; and a study joins a cluster started by
+`ray start --head` on a free port, with no token and with token authentication (the README's
+flow), whatever Ray state this machine has."""
 from __future__ import annotations
 
 import os
@@ -145,7 +147,7 @@ def test_resume_after_the_driver_is_killed(local_ray, tiny_sample, tmp_path):
 
     second = start_study(store, study, inline=True)
     cells = second.read_json("cells")
-    assert all(c["state"] == "done" for c in cells)
+    assert all(c["state"] == "done" for c in cells), [(c["cell"], c["state"], c["error"]) for c in cells]
     for cell in cells:
         if cell["cell"] in done_before:
             assert cell["reused"] and cell["run"] == done_before[cell["cell"]]
@@ -244,3 +246,25 @@ def test_ensemble_members_on_ray_equal_the_serial_loop(local_ray, tiny_sample, t
         a, b = (load_checkpoint(r.file(f"ensemble/model_{t}.pt")).state_dict() for r in (on_ray, serial))
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert on_ray.read_json("metrics")["timings"]["featurize"] > 0
+
+
+def test_study_with_members_as_tasks(local_ray, tiny_sample, tmp_path):
+    """`members = "ray"`: the analysis task waits for its members, themselves Ray tasks (it gives
+    its CPU back meanwhile); the scores are the serial loop's."""
+    from threadpoolctl import threadpool_limits
+
+    study = load_study(study_file(tmp_path, tiny_sample, '[[variants]]\nlabel = "T=2"\n"analysis.n_models" = 2\n'))
+    store = RunStore(tmp_path / "work")
+    run = start_study(store, study, inline=True, members="ray")
+    assert [c["state"] for c in run.read_json("cells")] == ["done"]
+    (analysis,) = store.list("analysis")
+    assert analysis.status()["target"] == "analysis_on_ray"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            cfg = analysis_config(tiny_sample, **{**SETTINGS, "n_models": 2})
+            serial = start_analysis(RunStore(tmp_path / "serial"), cfg, inline=True)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(analysis.read_array("scores"), serial.read_array("scores"))
