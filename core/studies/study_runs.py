@@ -1,7 +1,8 @@
 """Study runs in the store (kind "study"): starting one as a job, and what the Ablations page
 and `d3m ablate` read from them. No Ray here: the job's target (core.studies.runner) has it.
 
-A study run's config is the study itself (and the Ray address); its artifacts: cells.json (one
+A study run's config is the study itself and how it runs (Ray address, local CPUs, node folder,
+GPUs per task, members as tasks); its artifacts: cells.json (one
 record per task: cell, method, seed, state, analysis and debias run ids, reused, error and
 traceback), table.csv and table.json (core/studies/table.py).
 """
