@@ -12,8 +12,10 @@ and cached by core/data/images.py.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -82,6 +84,24 @@ class Dataset:
         return out
 
 
+_REUSED: dict | None = None  # loads kept while `reused()` is active
+
+
+@contextmanager
+def reused() -> Iterator[None]:
+    """Within the block, loading the same dataset again (same config and cache folder, its
+    table unchanged) returns the first load instead of checking every file again. For a study
+    task, which goes through the same functions as the CLI (each loads the dataset: 2 to 4
+    loads a task) after the study checked every node's copy once (core/studies/nodes.py)."""
+    global _REUSED
+    outer = _REUSED
+    _REUSED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REUSED = outer
+
+
 def load_dataset(
     cfg: DataConfig, cache_dir: Path | None = None, report: ReportFn = silent
 ) -> Dataset:
@@ -93,6 +113,19 @@ def load_dataset(
     if cfg.image_size < 1:
         raise ValueError(f"image_size must be positive, got {cfg.image_size}")
     csv = metadata_path(cfg.root, cfg.metadata)
+    key = None
+    if _REUSED is not None and csv.is_file():
+        stat = csv.stat()
+        key = (cfg, str(Path(cache_dir).resolve()) if cache_dir else None, stat.st_mtime_ns, stat.st_size)
+        if key in _REUSED:
+            return _REUSED[key]
+    data = _load(cfg, csv, cache_dir, report)
+    if key is not None:
+        _REUSED[key] = data
+    return data
+
+
+def _load(cfg: DataConfig, csv: Path, cache_dir: Path | None, report: ReportFn) -> Dataset:
     df, paths, issues = inspect(csv, cfg.group_attribute)
     if issues or df is None:
         raise DatasetError(issues)

@@ -40,6 +40,7 @@ class MethodContext:
     cfg: AnalysisConfig
     device: torch.device
     report: Reporter
+    run: Run | None = None  # the debias run, where a method may keep stages (a k sweep's retrains)
 
     @cached_property
     def train_idx(self) -> np.ndarray:
