@@ -25,7 +25,7 @@ from core.progress import ReportFn
 
 MEAN, STD = 0.5, 0.25  # the models' input normalisation (core/train/models.py converts for others)
 _CACHE_VERSION = "1"  # bump when image preprocessing changes, so old caches are not reused
-_DECODE_CHUNK = 2048  # images in flight at once: bounds the decoded arrays held in memory
+_DECODE_CHUNK = 4096  # images submitted to the threads at once
 
 
 def load_images(
@@ -108,30 +108,32 @@ def decode_images(
     out: np.ndarray | None = None,
     resize: int | None = None,
 ) -> list[DatasetIssue]:
-    """Decode every image on threads (PIL releases the GIL), into `out` when given.
+    """Decode every image on threads (PIL releases the GIL), each thread writing its images
+    straight into `out` when given (so no decoded image waits in memory).
 
     Returns an issue per image PIL cannot read; reports progress about every 1%.
     """
     todo = [i for i, path in enumerate(paths) if path is not None]
     total, step = len(todo), max(1, len(todo) // 100)
 
-    def work(i: int) -> tuple[int, np.ndarray | None, Exception | None]:
+    def work(i: int) -> tuple[int, Exception | None]:
         try:
-            return i, _read_image(paths[i], size, resize), None
+            array = _read_image(paths[i], size, resize)
         except Exception as exc:  # PIL decoders raise many exception types on bad files
-            return i, None, exc
+            return i, exc
+        if out is not None:
+            out[i] = array
+        return i, None
 
     issues = []
     report("loading images", 0, total)
     with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
         chunks = (pool.map(work, todo[start:start + _DECODE_CHUNK]) for start in range(0, total, _DECODE_CHUNK))
-        for done, (i, array, exc) in enumerate((r for chunk in chunks for r in chunk), start=1):
+        for done, (i, exc) in enumerate((r for chunk in chunks for r in chunk), start=1):
             if exc is not None:
                 line, name = df.index[i], df["filename"].iat[i]
                 detail = f"image file {paths[i]} cannot be read ({brief(exc)})"
                 issues.append(row_issue(csv, line, "filename", name, detail, file=paths[i]))
-            elif out is not None:
-                out[i] = array
             if done % step == 0 or done == total:
                 report("loading images", done, total)
     return issues

@@ -7,7 +7,9 @@ fraction `scale` of the image's area and a log-uniform aspect ratio, uniformly p
 back to the full size (bilinear) and flipped with probability 1/2. Deliberate differences: a
 box too wide or tall for the image is clamped to it rather than drawn again (torchvision tries
 10 times, then falls back to a centre crop), and all examples are resampled by one
-`grid_sample` (no antialiasing: crops of >= 70% area are enlarged, not shrunk). The default
+`grid_sample` (no antialiasing: crops of >= 70% area are enlarged, not shrunk; the outermost
+output pixels at a box edge inside the image blend in the pixel beyond it, where torchvision's
+crop repeats the edge). The default
 scale (0.7, 1) is the Waterbirds training transform of Sagawa et al. (GroupDRO) and DFR.
 """
 from __future__ import annotations
