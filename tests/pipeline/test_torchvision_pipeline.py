@@ -3,7 +3,6 @@ D3M retrain run end to end on a binary and a multi-class dataset; the stored che
 without the weights file; bad model options fail in one line before anything runs."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torchvision import models
@@ -11,7 +10,6 @@ from torchvision import models
 from core.cli import main
 from core.pipeline.analysis import start_analysis
 from core.pipeline.preflight import check_analysis
-from core.runs import jobs
 from core.runs.store import RunStore
 from core.train.checkpoints import load_checkpoint
 from core.train.models import Normalized
@@ -32,8 +30,7 @@ def test_resnet18_from_a_weights_file_runs_the_pipeline(dataset, request, tmp_pa
     assert run.status()["state"] == "done"
     n_val, n_train = len(run.read_array("val_ids")), len(run.read_array("train_ids"))
     assert run.read_array("scores").shape == (n_val, n_train)
-    classes = len(np.unique(run.read_array("erm_logits_val").argmax(1))) or 1
-    assert run.read_array("erm_logits_val").shape[1] == (3 if dataset == "tiny_multiclass" else 2) >= classes
+    assert run.read_array("erm_logits_val").shape[1] == (3 if dataset == "tiny_multiclass" else 2)
 
     weights.unlink()  # a checkpoint holds every weight: the file it started from is not needed again
     erm = load_checkpoint(run.file("erm/model.pt"))
@@ -64,4 +61,4 @@ def test_imagenet_offline_fails_before_a_run_folder_exists(tiny_sample, tmp_path
     cfg = tiny_config(tiny_sample, arch="resnet18", weights="imagenet")
     with pytest.raises(ValueError, match="not in the torch cache.*--weights /path/to/resnet18-f37072fd.pth"):
         check_analysis(cfg, tmp_path / "cache")
-    assert jobs  # the check runs before any job could start
+    assert not (tmp_path / "cache").exists()  # nothing was decoded: the weights are checked first
