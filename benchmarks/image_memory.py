@@ -8,7 +8,11 @@ one epoch over its training split (every image read once, in batches) and predic
 Reported: the size one in-memory array of all the images would take; the peak of the process's
 own memory (RssAnon, sampled every 20 ms), which should stay flat as n grows; and peak RSS
 (VmHWM), which also counts the pages of the image cache the process read, memory the kernel
-reclaims whenever it needs it. The last line is one JSON object.
+reclaims whenever it needs it. With `--malloc returned` the children run with
+MALLOC_MMAP_THRESHOLD_=65536, so glibc hands freed blocks back at once and the own-memory peak
+is what is in use; by default glibc keeps freed blocks for reuse (a cache that grows with the
+length of the run up to a bound, and makes training several times faster on this machine).
+The last line is one JSON object.
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 2000, 4000])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--workdir", type=Path, default=Path("workdir/bench_image_memory"))
+    parser.add_argument("--malloc", choices=["default", "returned"], default="default")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -71,12 +76,13 @@ def main() -> None:
         for old in cache.glob("images-*.npy") if cache.exists() else []:
             old.unlink()  # every n decodes its images afresh (and the disk holds one cache at a time)
         argv = ["--child", str(root), "--image-size", str(args.image_size), "--workdir", str(args.workdir)]
-        r = run_child("benchmarks.image_memory", argv, f"n={n}")
+        env = {"MALLOC_MMAP_THRESHOLD_": "65536"} if args.malloc == "returned" else {}
+        r = run_child("benchmarks.image_memory", argv, f"n={n}", env)
         rows.append(r)
         print(f"n={r['n']:6d}: one array {r['images_array_mb']:5d} MB | own memory peak {r['peak_own_mb']} MB "
               f"(+{r['own_growth_mb']} MB) | peak RSS {r['peak_rss_mb']} MB | load {r['load_s']} s, "
               f"1 epoch + predict {r['train_predict_s']} s", file=sys.stderr)
-    print(json.dumps({"image_size": args.image_size, "rows": rows}))
+    print(json.dumps({"image_size": args.image_size, "malloc": args.malloc, "rows": rows}))
 
 
 if __name__ == "__main__":

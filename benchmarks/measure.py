@@ -50,9 +50,9 @@ def watch_anon(every_s: float = 0.02) -> list[float]:
     return peak
 
 
-def run_child(module: str, argv: list[str], what: str) -> dict:
-    """`python -m module *argv` in a fresh process (its memory peaks are its own); the JSON object
-    on its last stdout line. Exits naming `what` when it fails."""
+def run_child(module: str, argv: list[str], what: str, env: dict | None = None) -> dict:
+    """`python -m module *argv` in a fresh process (its memory peaks are its own; `env` added to
+    its environment); the JSON object on its last stdout line. Exits naming `what` when it fails."""
     import json
     import os
     import subprocess
@@ -61,7 +61,7 @@ def run_child(module: str, argv: list[str], what: str) -> dict:
     from core.config import PROJECT_ROOT
 
     out = subprocess.run([sys.executable, "-m", module, *argv], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})})
     if out.returncode != 0:
         raise SystemExit(f"{what}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
