@@ -31,15 +31,16 @@ from core.methods.selection import default_k, parse_k_sweep
 from core.progress import progress_text
 from core.runs.store import Run, RunStore
 from core.studies import command as studies_command
+from core.train import command as model_command
 from core.views.summary import pipeline_summary, runs_frame
 
 
 
 def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
-    return analysis_config(args.data, args.group_attribute, image_size=args.image_size, arch=args.arch,
-                           weights=args.weights, epochs=args.epochs, seed=args.seed, device=args.device,
-                           n_models=args.models, proj_dim=args.proj_dim, projector=args.projector,
-                           scope=args.scope, proxy_width=args.proxy_width)
+    return analysis_config(args.data, args.group_attribute, **model_command.model_settings(args),
+                           epochs=args.epochs, seed=args.seed, device=args.device, n_models=args.models,
+                           proj_dim=args.proj_dim, projector=args.projector, scope=args.scope,
+                           proxy_width=args.proxy_width)
 
 
 def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig, members: str = "serial") -> Run:
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_commands(sub)
     add_run_commands(sub)
     data_command.add_parser(sub)
+    model_command.add_parser(sub)
     studies_command.add_parser(sub)
     return parser
 
@@ -205,12 +207,10 @@ def workdir_opt(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def data_opts(p: argparse.ArgumentParser) -> None:
-    d, t = AnalysisConfig(), TrakConfig()
+    t = TrakConfig()
     p.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with metadata.csv (default: sample_data/)")
     p.add_argument("--group-attribute", default=None, help="groups = (label, this attribute) when no group column")
-    p.add_argument("--image-size", type=int, default=d.data.image_size)
-    p.add_argument("--arch", default=d.model.arch, choices=["small_cnn", "resnet18"])
-    p.add_argument("--weights", default=None, help="local ResNet-18 state_dict to start from")
+    model_command.add_model_opts(p)
     p.add_argument("--models", type=int, default=None, help=f"ensemble size T (default {t.n_models})")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {TrainConfig().epochs})")
     p.add_argument("--seed", type=int, default=0)

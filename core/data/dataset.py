@@ -23,6 +23,7 @@ import pandas as pd
 from core.config import DataConfig
 from core.data import categories
 from core.data.images import load_images
+from core.data.table_cache import read_table, write_table
 from core.data.validate import SPLITS, attribute_columns, group_index, inspect, metadata_path, value_index
 from core.errors import DatasetError
 from core.progress import ReportFn, silent
@@ -34,7 +35,7 @@ class Dataset:
 
     root: Path
     metadata: pd.DataFrame
-    images: np.ndarray  # uint8 (N, S, S, 3)
+    images: np.ndarray  # uint8 (N, S, S, 3), a read-only np.memmap of the image cache
     labels: np.ndarray  # int64 class index
     class_names: list[str]
     groups: np.ndarray  # int64 group index
@@ -107,11 +108,15 @@ def load_dataset(
 ) -> Dataset:
     """Validate and load a dataset folder; raises DatasetError listing every problem.
 
-    Resized images are cached in `cache_dir` (when given) under a hash of metadata.csv, the
-    image size and each image file's size and mtime; a cache hit opens no image.
+    With `cache_dir`, the checked table is cached there (core/data/table_cache.py) and the
+    resized images too, under a hash of metadata.csv, the image size and resize rule and each
+    image file's size and mtime; a cache hit opens no image. `images` is a read-only memory
+    map of the cache file: index it by batches of ids (it never sits in memory whole).
     """
     if cfg.image_size < 1:
         raise ValueError(f"image_size must be positive, got {cfg.image_size}")
+    if cfg.resize is not None and cfg.resize < cfg.image_size:
+        raise ValueError(f"resize {cfg.resize} must be at least image_size {cfg.image_size} (it is cropped to it)")
     csv = metadata_path(cfg.root, cfg.metadata)
     key = None
     if _REUSED is not None and csv.is_file():
@@ -126,10 +131,16 @@ def load_dataset(
 
 
 def _load(cfg: DataConfig, csv: Path, cache_dir: Path | None, report: ReportFn) -> Dataset:
-    df, paths, issues = inspect(csv, cfg.group_attribute)
-    if issues or df is None:
-        raise DatasetError(issues)
-    images = load_images(csv, df, paths, cfg.image_size, cache_dir, report)
+    cached = read_table(csv, cfg.group_attribute, cache_dir)
+    if cached is None:
+        df, paths, issues = inspect(csv, cfg.group_attribute)
+        if issues or df is None:
+            raise DatasetError(issues)
+    else:
+        df, paths = cached
+    images = load_images(csv, df, paths, cfg.image_size, cache_dir, report, cfg.resize)
+    if cache_dir is not None:
+        write_table(csv, cfg.group_attribute, cache_dir, df)
     df = categories.as_text(df.reset_index(drop=True))  # the one normalisation: every cell a name
     labels, class_names = value_index(df["label"])
     groups, group_names = group_index(df, labels, class_names, cfg.group_attribute)

@@ -8,6 +8,7 @@ from torch import nn
 from core.train.checkpoints import load_checkpoint
 from core.methods.base import MethodContext
 from core.data.images import to_tensor
+from core.train.training import eval_batch_size
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -16,8 +17,9 @@ def last_linear(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def penultimate(model: nn.Module, images: np.ndarray, idx: np.ndarray, device: torch.device,
-                batch_size: int = 512) -> np.ndarray:
+                batch_size: int | None = None) -> np.ndarray:
     """The inputs of the model's last linear layer for examples idx (eval mode), float64."""
+    batch_size = batch_size or eval_batch_size(images.shape[1], device)
     feats: list[torch.Tensor] = []
     hook = last_linear(model).register_forward_hook(lambda m, inp, out: feats.append(inp[0].flatten(1).cpu()))
     try:

@@ -64,7 +64,7 @@ def ray_members(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig,
         refs = [_member.options(**options).remote(shared, cfg, member_cfg, m) for m in members]
         for ref in refs:
             out = ray.get(ref)
-            model = build_model(member_cfg.model, data.n_classes, cfg.data.image_size)
+            model = build_model(member_cfg.model, data.n_classes, cfg.data.image_size, load_weights=False)
             model.load_state_dict(torch.load(io.BytesIO(out["state_dict"]), weights_only=True))
             yield MemberResult(out["t"], model.eval(), out["scores"], out["train_seconds"], out["featurize_seconds"])
     finally:
