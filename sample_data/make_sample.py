@@ -140,15 +140,17 @@ def plant_crowd(rows: list[dict], rng: np.random.Generator, n: int = N_CROWD, n_
         row["source"] = "crowd"
 
 
-def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2) -> None:
+def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2,
+             counts: dict[str, int] | None = None) -> None:
     """Write the dataset to `out`; `scale` < 1 makes a smaller copy (tests), `n_classes` up to
-    len(CLASSES) shapes with 2 * n_classes groups."""
+    len(CLASSES) shapes with 2 * n_classes groups; `counts` ({train, val, test}: examples)
+    sets each split's size instead of scale (benchmarks.scale), crowd examples in proportion."""
     if not 2 <= n_classes <= len(CLASSES):
         raise ValueError(f"--classes must be between 2 and {len(CLASSES)}, got {n_classes}")
     rng = np.random.default_rng(seed)
-    rows = [r for split, n in COUNTS.items()
-            for r in plan_split(split, max(4 * n_classes, round(n * scale)), rng, n_classes)]
-    plant_crowd(rows, rng, max(2, round(N_CROWD * scale)), n_classes)
+    sizes = counts or {split: round(n * scale) for split, n in COUNTS.items()}
+    rows = [r for split in COUNTS for r in plan_split(split, max(4 * n_classes, sizes[split]), rng, n_classes)]
+    plant_crowd(rows, rng, max(2, round(N_CROWD * sizes["train"] / COUNTS["train"])), n_classes)
     (out / "images").mkdir(parents=True, exist_ok=True)
     with open(out / "metadata.csv", "w", newline="") as fh:
         writer = csv.writer(fh)

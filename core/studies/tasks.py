@@ -4,7 +4,8 @@ A task runs in a temporary work directory of its own, through the same `start_an
 `start_debias` (inline) as the CLI, and returns the run folders it made as {relative path:
 bytes}; the driver writes them into the run store under the same run ids (`import_runs`), so
 workers need no shared file system for results. An analysis's feature stores
-(ensemble/features_*) stay behind: they are a cache of the scores, which do travel.
+(ensemble/features_*) travel with it: with ensemble/factors they are its scores
+(core/attribution/factors.py).
 """
 from __future__ import annotations
 
@@ -24,15 +25,14 @@ from core.pipeline.debias import start_debias
 from core.runs.store import RunStore
 
 Files = dict[str, bytes]
-LEFT_BEHIND = ("ensemble/features_",)
 
 
 def pack(folder: Path) -> Files:
-    """Every file of a run folder (but the feature stores and lock files) as bytes."""
+    """Every file of a (finished) run folder but lock and temporary files, as bytes."""
     out = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not rel.startswith(LEFT_BEHIND) and not path.name.startswith("."):
+        if path.is_file() and not path.name.startswith("."):
             out[rel] = path.read_bytes()
     return out
 
