@@ -12,6 +12,9 @@ status names. Then the same at the built-in sample's default scale (3,000 / 400 
 comparison, unless --no-default. Prints each stage's wall time and peak RSS; the last line is
 one JSON object: train, val, test, peak_rss_mb, selections_s, analysis_s, total_s, stages,
 the analysis's own timings, and "default" (the same at the default scale).
+
+--synthetic measures the selection step alone (H = BᵀB, alignment, Auto-D3M, subpopulations)
+on random factors of the default's shapes at these sizes: nothing is generated or trained.
 """
 from __future__ import annotations
 
@@ -25,8 +28,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from core.attribution.factors import FOLDER as FACTORS, FactorStore
+from core.attribution.store import save_store
 from core.config import analysis_config
-from core.pipeline.analysis import TARGET as ANALYSIS, create_analysis_run
+from core.data.dataset import Dataset
+from core.pipeline.analysis import TARGET as ANALYSIS, create_analysis_run, write_selections
 from core.pipeline.debias import TARGET as DEBIAS, create_debias_run
 from core.runs import jobs
 from core.runs.store import Run, RunStore
@@ -120,10 +129,37 @@ def pipeline(root: Path, workdir: Path, epochs: int | None) -> dict:
             "files_mb": sum(p.stat().st_size for p in analysis.path.rglob("*") if p.is_file()) / 1e6}
 
 
-def measured(root: Path, counts: dict[str, int], epochs: int | None, workdir: Path | None) -> dict:
+def synthetic_selections(counts: dict[str, int], workdir: Path, members: int = 5, k: int = 258) -> dict:
+    """The selection step alone on random factors of the default's shapes (nothing trained):
+    T members of k = 129 x 2 final-layer features whose two output rows cancel (as a binary
+    margin gradient's do), over a generated-like table of `counts` examples."""
+    rng = np.random.default_rng(0)
+    n, m = counts["train"], counts["val"]
+    run = RunStore(workdir).create("analysis", {})
+    for t in range(members):
+        half = rng.normal(size=(n, k // 2)).astype(np.float32)
+        save_store(run.file(f"ensemble/features_{t}"), {"seed": t}, np.hstack([half, -half]),
+                   rng.uniform(0.05, 0.95, n).astype(np.float32))
+    store = FactorStore(run.file(FACTORS), {"n": n, "m": m, "members": [
+        {"features": f"features_{t}", "seed": t} for t in range(members)]})
+    for t in range(members):
+        store.save_q(t, rng.normal(size=(m, k)).astype(np.float32))
+    t0 = time.perf_counter()
+    scores = store.finish()
+    gram_s = time.perf_counter() - t0
+    labels, place = rng.integers(0, 2, n + m), rng.integers(0, 2, n + m)
+    meta = pd.DataFrame({"filename": "x", "place": place.astype(str), "size": rng.choice(["s", "l"], n + m)})
+    data = Dataset(Path("."), meta, np.zeros((n + m, 1, 1, 3), np.uint8), labels, ["a", "b"], 2 * labels + place,
+                   ["a0", "a1", "b0", "b1"], np.array(["train"] * n + ["val"] * m), ["place", "size"])
+    t0 = time.perf_counter()
+    write_selections(run, data, scores, rng.normal(size=(m, 2)).astype(np.float32))
+    return {"gram_b_s": gram_s, "selections_s": time.perf_counter() - t0, "peak_rss_mb": memory_mb("VmHWM")}
+
+
+def measured(root: Path | None, counts: dict[str, int], epochs: int | None, workdir: Path | None) -> dict:
     """pipeline() in a fresh process (so its peak RSS is its own), in a fresh work directory."""
     with tempfile.TemporaryDirectory(prefix="d3m-scale-", dir=workdir) as tmp:
-        spec = json.dumps({"root": str(root), "workdir": tmp, "epochs": epochs})
+        spec = json.dumps({"root": root and str(root), "workdir": tmp, "epochs": epochs, "counts": counts})
         out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--worker", spec], check=True,
                              capture_output=True, text=True).stdout
     return {**counts, **json.loads(out.strip().splitlines()[-1])}
@@ -148,13 +184,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-default", action="store_true", help="skip the default-scale comparison run")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "d3m-scale-data")
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary run stores go")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="only the selection step, on random factors of these sizes (nothing trained)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        print(json.dumps(pipeline(Path(spec["root"]), Path(spec["workdir"]), spec["epochs"])))
+        if spec["root"] is None:
+            print(json.dumps(synthetic_selections(spec["counts"], Path(spec["workdir"]))))
+        else:
+            print(json.dumps(pipeline(Path(spec["root"]), Path(spec["workdir"]), spec["epochs"])))
         return
     counts = {"train": args.train, "val": args.val, "test": args.test}
+    if args.synthetic:
+        result = measured(None, counts, None, args.workdir)
+        print(f"selections on random factors, {args.train:,} train / {args.val:,} val: H = BᵀB "
+              f"{result['gram_b_s']:.1f} s, selections {result['selections_s']:.1f} s, "
+              f"peak RSS {result['peak_rss_mb']:.0f} MB")
+        print(json.dumps({**result, "synthetic": True}))
+        return
     runs = {}
     if not args.no_default:
         runs["default"] = measured(dataset(args.data_dir, DEFAULT), DEFAULT, args.epochs, args.workdir)
