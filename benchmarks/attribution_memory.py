@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.attribution import data_root, rss_mb
+from benchmarks.measure import data_root, rss_mb
 from core.attribution.trak import model_scores
 from core.config import DataConfig, ModelConfig, TrakConfig
 from core.data.dataset import load_dataset

@@ -24,7 +24,7 @@ from core.errors import DatasetError
 from core.pipeline.preflight import check_analysis, check_params
 from core.errors import check_workdir, describe
 from core.pipeline.debias import start_debias
-from core.methods import METHODS, get_method
+from core.methods import DEFAULT_METHOD, METHODS, get_method
 from core.methods.selection import default_k, parse_k_sweep
 from core.progress import progress_text
 from core.runs.store import Run, RunStore
@@ -210,7 +210,7 @@ def data_opts(p: argparse.ArgumentParser) -> None:
 
 
 def method_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default=next(iter(METHODS)), choices=method_choices())
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=method_choices())
     p.add_argument("--k", type=int, default=None, help="examples to remove (default: all with A_i < 0)")
     p.add_argument("--k-sweep", default=None, help="comma-separated k's: keep the best validation WGA")
     p.add_argument("--param", type=name_value, action="append", default=[], metavar="NAME=VALUE",

@@ -6,11 +6,12 @@ from core.methods.base import BASELINE, CONTROL, METHODS, Method, MethodContext,
 
 ORDER = ("d3m", "auto_d3m", "subg", "dfr", "erm", "groupdro", "jtt", "random", "rwg", "flagged", "subpopulations",
          "pgd", "ffw", "ba_lora")
+DEFAULT_METHOD = ORDER[0]  # D3M: what `d3m pipeline`, a study and the Debias page start with
 if set(ORDER) != set(METHODS):
     raise ImportError(f"core.methods.ORDER and the registered methods differ: {sorted(set(ORDER) ^ set(METHODS))}")
 _registered = dict(METHODS)
 METHODS.clear()
 METHODS.update((name, _registered[name]) for name in ORDER)
 
-__all__ = ["BASELINE", "CONTROL", "METHODS", "ORDER", "Method", "MethodContext", "MethodResult", "get_method",
+__all__ = ["BASELINE", "CONTROL", "DEFAULT_METHOD", "METHODS", "ORDER", "Method", "MethodContext", "MethodResult", "get_method",
            "register"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import DEFAULT_DATA, DataConfig, ModelConfig, TrainConfig, TrakConfig
-from core.methods import get_method
+from core.methods import DEFAULT_METHOD, get_method
 
 TOP_KEYS = {"title", "seeds", "methods", "control", "metrics", "analysis", "params", "grid", "variants"}
 METRICS = ("test_wga", "test_acc", "test_balanced_acc", "test_macro_f1", "val_wga", "n_removed",
@@ -160,7 +160,7 @@ def _parse(path: Path, text: str) -> dict:
 
 def _methods(check: _Checker, raw: dict) -> tuple[str, ...]:
     """The study's methods, each a registered one."""
-    methods = tuple(_list(check, raw, "methods", str, ["d3m"]))
+    methods = tuple(_list(check, raw, "methods", str, [DEFAULT_METHOD]))
     for m in methods:
         try:
             get_method(m)
