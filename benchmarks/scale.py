@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.attribution.factored import FactoredScores
 from core.attribution.factors import FOLDER as FACTORS, FactorStore
 from core.attribution.store import save_store
 from core.config import analysis_config
@@ -129,24 +130,29 @@ def pipeline(root: Path, workdir: Path, epochs: int | None) -> dict:
             "files_mb": sum(p.stat().st_size for p in analysis.path.rglob("*") if p.is_file()) / 1e6}
 
 
-def synthetic_selections(counts: dict[str, int], workdir: Path, members: int = 5, k: int = 258) -> dict:
-    """The selection step alone on random factors of the default's shapes (nothing trained):
-    T members of k = 129 x 2 final-layer features whose two output rows cancel (as a binary
-    margin gradient's do), over a generated-like table of `counts` examples."""
-    rng = np.random.default_rng(0)
-    n, m = counts["train"], counts["val"]
-    run = RunStore(workdir).create("analysis", {})
+def synthetic_factors(folder: Path, n: int, m: int, rng: np.random.Generator, members: int = 5,
+                      k: int = 258) -> tuple[FactoredScores, float]:
+    """Random factors of the default's shapes in an analysis folder (nothing trained), and the
+    seconds H = BᵀB took: T members of k = 129 x 2 final-layer features whose two output rows
+    cancel (as a binary margin gradient's do). Also usable for a synthetic analysis's pages."""
     for t in range(members):
         half = rng.normal(size=(n, k // 2)).astype(np.float32)
-        save_store(run.file(f"ensemble/features_{t}"), {"seed": t}, np.hstack([half, -half]),
+        save_store(folder / f"ensemble/features_{t}", {"seed": t}, np.hstack([half, -half]),
                    rng.uniform(0.05, 0.95, n).astype(np.float32))
-    store = FactorStore(run.file(FACTORS), {"n": n, "m": m, "members": [
+    store = FactorStore(folder / FACTORS, {"n": n, "m": m, "members": [
         {"features": f"features_{t}", "seed": t} for t in range(members)]})
     for t in range(members):
         store.save_q(t, rng.normal(size=(m, k)).astype(np.float32))
     t0 = time.perf_counter()
-    scores = store.finish()
-    gram_s = time.perf_counter() - t0
+    return store.finish(), time.perf_counter() - t0
+
+
+def synthetic_selections(counts: dict[str, int], workdir: Path) -> dict:
+    """The selection step alone on synthetic_factors over a random table of `counts` examples."""
+    rng = np.random.default_rng(0)
+    n, m = counts["train"], counts["val"]
+    run = RunStore(workdir).create("analysis", {})
+    scores, gram_s = synthetic_factors(run.path, n, m, rng)
     labels, place = rng.integers(0, 2, n + m), rng.integers(0, 2, n + m)
     meta = pd.DataFrame({"filename": "x", "place": place.astype(str), "size": rng.choice(["s", "l"], n + m)})
     data = Dataset(Path("."), meta, np.zeros((n + m, 1, 1, 3), np.uint8), labels, ["a", "b"], 2 * labels + place,
