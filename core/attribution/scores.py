@@ -16,9 +16,11 @@ would not fit in the memory (or disk) available.
 from __future__ import annotations
 
 import shutil
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
+from scipy.linalg import eigh
 from sklearn.decomposition import PCA
 
 
@@ -56,47 +58,46 @@ def check_dense_fits(shape: tuple[int, int], where: str = "memory", folder: Path
 
 def top_direction(gram_matrix: np.ndarray) -> np.ndarray:
     """The unit eigenvector of the largest eigenvalue of a symmetric PSD matrix."""
-    from scipy.linalg import eigh
     r = len(gram_matrix)
     return eigh(gram_matrix, subset_by_index=[r - 1, r - 1], check_finite=False)[1][:, 0]
 
 
-class Scores:
+class Scores(ABC):
     """The products of S that the selections use; `shape` is (validation, train)."""
 
     shape: tuple[int, int]
 
+    @abstractmethod
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """S[idx] as float64 (len(idx) x train)."""
-        raise NotImplementedError
 
     def row(self, i: int) -> np.ndarray:
         return self.rows(np.array([i]))[0]
 
+    @abstractmethod
     def group_means(self, groups: np.ndarray, n_groups: int) -> np.ndarray:
         """τ(G)_i = mean of S[z, i] over validation rows z of group G: (n_groups x train)
         float64, NaN rows for groups without a validation example."""
-        raise NotImplementedError
 
+    @abstractmethod
     def subset_sums(self, masks: np.ndarray) -> np.ndarray:
         """masks (subsets x train, 0/1) @ Sᵀ: each subset's summed scores per target, float64."""
-        raise NotImplementedError
 
+    @abstractmethod
     def class_projection(self, rows: np.ndarray) -> np.ndarray:
         """Coordinates of the centred S[rows] on their top principal component (sign arbitrary)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def class_component(self, rows: np.ndarray) -> np.ndarray:
         """That component: a unit vector over the train examples (sign arbitrary)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def to_dense(self) -> np.ndarray:
         """S as a float32 array in memory (refused with DenseTooLarge when it would not fit)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def export(self, path: Path) -> Path:
         """S as a float32 .npy file (refused with DenseTooLarge when the disk lacks the space)."""
-        raise NotImplementedError
 
 
 class DenseScores(Scores):
