@@ -57,6 +57,8 @@ def centred(block: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Member:
+    """One ensemble member's factors: S_t = Q_t B_tᵀ, weighted `weight` (1/T) in the average."""
+
     q: np.ndarray  # (val, k) memmap
     train: TrainFeatures  # Φ (on disk) and p
     weight: float
