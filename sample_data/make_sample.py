@@ -160,19 +160,21 @@ def label_names(n_classes: int, labels: str = "names") -> list[str]:
     return list(CLASSES[:n_classes])
 
 
-def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2, labels: str = "names") -> None:
+def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2, labels: str = "names",
+             counts: dict[str, int] | None = None) -> None:
     """Write the dataset to `out`; `scale` < 1 makes a smaller copy (tests), `n_classes` up to
     len(CLASSES) shapes with 2 * n_classes groups. `labels` = 'int' writes the classes as 0, 1,
     ... and the `size` attribute as 0 / 1 (small / large); 'bool' writes two classes as False /
-    True; the images are the same whatever the labels."""
+    True; the images are the same whatever the labels. `counts` ({train, val, test}: examples)
+    sets each split's size instead of scale (benchmarks.scale), crowd examples in proportion."""
     if not 2 <= n_classes <= len(CLASSES):
         raise ValueError(f"--classes must be between 2 and {len(CLASSES)}, got {n_classes}")
     names = label_names(n_classes, labels)
     sizes = {"small": "0", "large": "1"} if labels == "int" else {"small": "small", "large": "large"}
     rng = np.random.default_rng(seed)
-    rows = [r for split, n in COUNTS.items()
-            for r in plan_split(split, max(4 * n_classes, round(n * scale)), rng, n_classes)]
-    plant_crowd(rows, rng, max(2, round(N_CROWD * scale)), n_classes)
+    split_sizes = counts or {split: round(n * scale) for split, n in COUNTS.items()}
+    rows = [r for split in COUNTS for r in plan_split(split, max(4 * n_classes, split_sizes[split]), rng, n_classes)]
+    plant_crowd(rows, rng, max(2, round(N_CROWD * split_sizes["train"] / COUNTS["train"])), n_classes)
     (out / "images").mkdir(parents=True, exist_ok=True)
     with open(out / "metadata.csv", "w", newline="") as fh:
         writer = csv.writer(fh)

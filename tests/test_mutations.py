@@ -10,6 +10,7 @@ mutations and the tests that catch each; a mutation no test catches is a missing
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from core.attribution.factors import open_scores
 from core.pipeline.analysis import evaluate, load_run_dataset, write_selections
 from core.train.checkpoints import load_checkpoint
 from core.config import AnalysisConfig, from_dict
@@ -32,6 +34,7 @@ from tests.methods import test_baselines as baselines
 from tests.train import test_metrics as metrics
 from tests.pipeline import test_pipeline as pipeline
 from tests.methods import test_selection as sel
+from tests.attribution import test_factored as factored
 from tests.attribution import test_trak_lr as trak_lr
 from tests.views import test_distributions as dists
 
@@ -57,9 +60,10 @@ def rewritten_selections(env: Env) -> Run:
     own step, `write_selections`, from its stored scores and validation logits."""
     source = env.ctx.analysis
     run = RunStore(Path(tempfile.mkdtemp(dir=env.tmp))).create("analysis", source.config())
-    for name in ("scores", "erm_logits_val", "val_ids", "train_ids"):
+    for name in ("erm_logits_val", "val_ids", "train_ids"):
         run.write_array(name, np.asarray(source.read_array(name)))
-    write_selections(run, env.ctx.data, run.read_array("scores"), run.read_array("erm_logits_val"))
+    shutil.copytree(source.file("ensemble"), run.file("ensemble"), ignore=shutil.ignore_patterns("*.pt"))
+    write_selections(run, env.ctx.data, open_scores(run.path), run.read_array("erm_logits_val"))
     return run
 
 
@@ -122,6 +126,10 @@ STORED_METRICS = ("test_pipeline::test_analysis_artifacts (the ERM model evaluat
                   evaluated_again)
 PLANTED = ("test_selection::test_pseudo_groups_recover_a_planted_component",
            lambda env: sel.check_planted_component(1.0))
+PRODUCTS = ("test_factored::test_every_product_equals_the_dense_matrix[eigh]",
+            lambda env: factored.check_products(Path(tempfile.mkdtemp(dir=env.tmp)), singular=True))
+FACTORED = ("test_factored::test_factored_selections_equal_the_dense_computation[binary]",
+            lambda env: factored.check_factored_equals_dense(env.ctx.analysis, env.ctx.data))
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,13 @@ MUTATIONS = [
                                                                                           class_names, fraction),
              (PLANTED, ("test_selection::test_pseudo_groups_recover_a_planted_component[-1.0]",
                         lambda env: sel.check_planted_component(-1.0)), STORED)),
+    Mutation("pca-uncentred", "factored PCA without centring", "core.attribution.factored.centred",
+             lambda real: lambda block, mean: block, (PRODUCTS, FACTORED)),
+    Mutation("group-mean-wrong-rows", "group mean of Q taken over the wrong rows",
+             "core.attribution.factored.group_rows_mean",
+             lambda real: lambda q, groups, n_groups: real(q, np.roll(groups, 1), n_groups), (PRODUCTS, FACTORED, STORED)),
+    Mutation("b-no-residual", "B without the (1 - p) factor", "core.attribution.factored.residual_rows",
+             lambda real: lambda phi, p: real(phi, np.zeros_like(p)), (PRODUCTS, FACTORED, STORED)),
     Mutation("wga-mean", "worst-group accuracy as the mean of the group accuracies", "core.train.metrics.group_metrics",
              lambda real: with_result(real, "wga", lambda out: float(np.mean(list(out["per_group"].values())))),
              (METRICS, STORED_METRICS)),

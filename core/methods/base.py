@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core.attribution.factors import open_scores
+from core.attribution.scores import Scores
 from core.config import AnalysisConfig, TrainConfig
 from core.data.dataset import Dataset
 from core.methods.options import Option, as_option
@@ -41,6 +43,7 @@ class MethodContext:
     device: torch.device
     report: Reporter
     run: Run | None = None  # the debias run, where a method may keep stages (a k sweep's retrains)
+    _scores: Scores | None = field(default=None, init=False, repr=False)
 
     @cached_property
     def train_idx(self) -> np.ndarray:
@@ -64,8 +67,11 @@ class MethodContext:
                        lr=float(params.get("lr", base.lr)),
                        weight_decay=float(params.get("weight_decay", base.weight_decay)))
 
-    def scores(self) -> np.ndarray:
-        return self.analysis.read_array("scores")
+    def scores(self) -> Scores:
+        """The analysis's TRAK scores: its factors (or an older analysis's dense scores.npy)."""
+        if self._scores is None:
+            self._scores = open_scores(self.analysis.path)
+        return self._scores
 
     def erm_val_logits(self) -> np.ndarray:
         return self.analysis.read_array("erm_logits_val")

@@ -2,9 +2,9 @@
 
 Injected into core.pipeline.analysis.ensemble_scores (which does not know Ray): the dataset goes to the
 workers once through the object store; each task trains its member (one torch thread),
-featurizes and scores it in a temporary folder and returns the state_dict and its τ
-(val x train, so memory per member is that of scores.npy); the driver writes the checkpoints
-and adds the τ's in order t, the same sums as the serial loop.
+computes its factors in a temporary folder and returns the state_dict and the factors (train
+features Φ and p, validation Q: train x k and val x k, never val x train); the driver writes
+the checkpoints, feature stores and Q's in order t, the same files as the serial loop.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 
 from core.pipeline import analysis
 from core.pipeline.analysis import Member, MemberResult
-from core.attribution.trak import model_scores
+from core.attribution.trak import model_factors
 from core.config import AnalysisConfig
 from core.data.dataset import Dataset
 from core.train.models import build_model, pick_device
@@ -42,16 +42,16 @@ def _member(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig, memb
     device = pick_device(cfg.train.device)
     train_idx, val_idx = data.idx("train"), data.idx("val")
     trained = fit(data, train_idx[member.subset], member_cfg, replace(cfg.train, seed=member.seed), device, silent)
-    scores = np.zeros((len(val_idx), len(train_idx)), np.float32)
     with tempfile.TemporaryDirectory(prefix="d3m-member-") as tmp:
         t0 = time.perf_counter()
-        model_scores(trained.model, data.images, data.labels, train_idx, val_idx, cfg.trak, member.seed, device,
-                     Path(tmp) / "features", scores, weight=1.0)
+        train, q = model_factors(trained.model, data.images, data.labels, train_idx, val_idx, cfg.trak, member.seed,
+                                 device, Path(tmp) / "features")
         featurize = time.perf_counter() - t0
+        features = np.load(train.path)
     buf = io.BytesIO()
     torch.save(trained.model.state_dict(), buf)
-    return {"t": member.t, "state_dict": buf.getvalue(), "scores": scores, "train_seconds": trained.seconds,
-            "featurize_seconds": featurize}
+    return {"t": member.t, "state_dict": buf.getvalue(), "features": features, "p": train.p, "q": q,
+            "train_seconds": trained.seconds, "featurize_seconds": featurize}
 
 
 def ray_members(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig,
@@ -66,7 +66,8 @@ def ray_members(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig,
             out = ray.get(ref)
             model = build_model(member_cfg.model, data.n_classes, cfg.data.image_size, load_weights=False)
             model.load_state_dict(torch.load(io.BytesIO(out["state_dict"]), weights_only=True))
-            yield MemberResult(out["t"], model.eval(), out["scores"], out["train_seconds"], out["featurize_seconds"])
+            yield MemberResult(out["t"], model.eval(), out["features"], out["p"], out["q"], out["train_seconds"],
+                               out["featurize_seconds"])
     finally:
         if started:
             ray.shutdown()

@@ -5,8 +5,8 @@ through the same `start_analysis` / `start_debias` (inline, so core/runs/jobs.ge
 failed or dead run there is resumed from its last finished stage) as the CLI, and returns the
 run folders it made as {relative path: bytes}; the driver writes them into the run store under
 the same run ids (`import_runs`), so workers need no shared file system for results. An
-analysis's feature stores (ensemble/features_*) stay behind: they are a cache of the scores,
-which do travel. A task that Ray gave a GPU refuses to run without one (`check_gpu`).
+analysis's feature stores (ensemble/features_*) travel with it: with ensemble/factors they are
+its scores (core/attribution/factors.py). A task that Ray gave a GPU refuses to run without one (`check_gpu`).
 """
 from __future__ import annotations
 
@@ -34,15 +34,14 @@ from core.studies.resources import check_gpu
 from core.studies.study_runs import MEMBERS_TARGET
 
 Files = dict[str, bytes]
-LEFT_BEHIND = ("ensemble/features_",)
 
 
 def pack(folder: Path) -> Files:
-    """Every file of a run folder (but the feature stores and lock files) as bytes."""
+    """Every file of a (finished) run folder but lock and temporary files, as bytes."""
     out = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not rel.startswith(LEFT_BEHIND) and not path.name.startswith("."):
+        if path.is_file() and not path.name.startswith("."):
             out[rel] = path.read_bytes()
     return out
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from core.attribution.factors import open_scores
 from core.data import categories
 from core.data.dataset import Dataset
 from core.methods.selection import default_k
@@ -87,6 +88,28 @@ def filter_mask(table: pd.DataFrame, classes: Iterable[str] | None = None,
         lo, hi = percentile_range
         mask &= table["percentile"].between(lo, hi).to_numpy()
     return mask
+
+
+def influential_examples(data: Dataset, analysis: Run, val_id: int, n: int = 10) -> pd.DataFrame:
+    """The training examples with the largest |τ(z)_i| for one validation example z: the n most
+    positive (training on them raises z's margin: "helps") and the n most negative ("hurts"),
+    from one row of the analysis's scores computed on demand (never the whole matrix).
+
+    Columns: id, influence (τ), effect, class, group and every attribute; helps first, each
+    side from the strongest."""
+    val_ids, train_ids = analysis.read_array("val_ids"), analysis.read_array("train_ids")
+    where = np.flatnonzero(val_ids == val_id)
+    if len(where) == 0:
+        raise ValueError(f"example {val_id} is not a validation example of analysis {analysis.id}")
+    row = open_scores(analysis.path).row(int(where[0]))
+    order = np.argsort(row, kind="stable")
+    n = min(n, len(row))
+    picks = np.concatenate([order[::-1][:n], order[:n]])
+    effect = ["helps"] * n + ["hurts"] * n
+    frame = data.frame(train_ids[picks]).drop(columns="filename")
+    frame.insert(1, "influence", row[picks])
+    frame.insert(2, "effect", effect)
+    return frame.reset_index(drop=True)
 
 
 def filter_examples(table: pd.DataFrame, classes: Iterable[str] | None = None,

@@ -1,7 +1,6 @@
 """Tables and summaries of stored runs, shared by the CLI, the Compare page and benchmarks."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from core.methods.base import BASELINE, CONTROL

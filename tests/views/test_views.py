@@ -18,6 +18,7 @@ from core.data.validate import validate_dataset
 from core.methods import METHODS
 from core.methods.selection import parse_k_sweep
 from core.views.summary import pipeline_summary
+from tests.dense import dense_scores
 
 
 def test_counts_equal_the_metadata(tiny):
@@ -236,3 +237,21 @@ def test_histogram_counts_every_value_once_per_colour(tiny):
     assert h["left"].min() == align.min() and h["right"].max() == align.max()
     first = h[(h["colour"] == classes[0]) & (h["left"] == h["left"].min())]["count"].iloc[0]
     assert first == ((classes == classes[0]) & (align < h["right"].min())).sum()
+
+
+def check_influential_examples(data, analysis) -> None:
+    """One validation example's most influential training examples are its row's extremes."""
+    val_ids, train_ids = analysis.read_array("val_ids"), analysis.read_array("train_ids")
+    row = dense_scores(analysis)[7]  # rebuilt from the stored factors by the test
+    table = vs.influential_examples(data, analysis, int(val_ids[7]), n=5)
+    assert list(table.effect) == ["helps"] * 5 + ["hurts"] * 5
+    assert list(table.id) == list(train_ids[np.argsort(-row)[:5]]) + list(train_ids[np.argsort(row)[:5]])
+    np.testing.assert_allclose(table.influence, np.r_[np.sort(row)[::-1][:5], np.sort(row)[:5]],
+                               rtol=1e-6, atol=1e-9 * np.abs(row).max())
+    assert set(table.columns) >= {"id", "influence", "class", "group", "place"}
+    with pytest.raises(ValueError, match=f"example {int(train_ids[0])} is not a validation example"):
+        vs.influential_examples(data, analysis, int(train_ids[0]))
+
+
+def test_influential_examples_are_the_extremes_of_the_validation_example_row(tiny):
+    check_influential_examples(tiny.data, tiny.analysis)
