@@ -23,6 +23,7 @@ import torch
 from core.runs import jobs, stages
 
 from core.methods import selection
+from core.attribution.gradients import resolve_scope
 from core.attribution.trak import model_scores, proxy_model_config
 from core.train.checkpoints import load_checkpoint, save_checkpoint
 from core.config import AnalysisConfig, from_dict, to_dict
@@ -101,7 +102,8 @@ def run_analysis(run: Run, report: Reporter, members: MemberRunner | None = None
     write_selections(run, data, scores, run.read_array("erm_logits_val"))
     epochs_done = erm_info["steps"] / math.ceil(len(train_idx) / cfg.train.batch_size)
     run.write_json("metrics", {**ev, "steps": erm_info["steps"], "timings": timings, "device": str(device),
-                               "epoch_seconds": erm_info["seconds"] / epochs_done})
+                               "epoch_seconds": erm_info["seconds"] / epochs_done,
+                               "trak_scope": resolve_scope(cfg.trak.scope, len(train_idx))})
 
 
 def write_ids(run: Run, data: Dataset) -> None:

@@ -19,7 +19,7 @@ from core.data.dataset import Dataset, load_dataset
 from core.methods import get_method
 
 ARCHS = ("small_cnn", "resnet18")
-_SCOPE = re.compile(r"^(all|last|last:[1-9]\d*)$")
+_SCOPE = re.compile(r"^(auto|all|last|last:[1-9]\d*)$")
 
 
 def check_settings(cfg: AnalysisConfig) -> None:
@@ -40,7 +40,7 @@ def check_settings(cfg: AnalysisConfig) -> None:
     if cfg.model.arch not in ARCHS:
         raise ValueError(f"unknown architecture {cfg.model.arch!r}: choose {' or '.join(ARCHS)}")
     if not _SCOPE.match(cfg.trak.scope):
-        raise ValueError(f"unknown gradient scope {cfg.trak.scope!r}: use all, last or last:N")
+        raise ValueError(f"unknown gradient scope {cfg.trak.scope!r}: use auto, all, last or last:N")
     if cfg.model.weights and not Path(cfg.model.weights).is_file():
         raise ValueError(f"weights file {cfg.model.weights} does not exist")
     proxy_model_config(cfg.model, cfg.trak.proxy_width)
