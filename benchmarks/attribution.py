@@ -1,11 +1,12 @@
 """Attribution cost and fidelity: our projectors and gradient scopes against the peers, on the same models.
 
-    .venv/bin/python -m benchmarks.attribution [--scale S] [--models T] [--lds-models N] [--quick]
-                                                [--variants ...] [--downstream] [--scaling 5000 20000 ...]
+    .venv/bin/python -m benchmarks.attribution [--scale S | --train N] [--models T] [--lds-models N] [--quick]
+                                                [--targets M] [--variants ...] [--variant-timeout S] [--resume]
+                                                [--follow-up SUMMARY] [--downstream] [--scaling 5000 20000 ...]
 
 Trains T ensemble members (random 50% subsets, the analysis job's recipe and seeds) once
-(cached in --workdir), then, in a fresh subprocess per variant (so each peak RSS is its own),
-computes every member's TRAK scores (val x train) and times featurization + scoring per model
+(cached in --workdir), then, in a fresh subprocess per variant and member (so each peak RSS is
+its own), computes the member's TRAK scores (val x train) and times featurization + scoring
 against one training epoch (a fresh model trained 3 epochs on the full train split in its own
 subprocess, before and after the variants; the unit is the mean of its warm epochs 2-3, the
 first paying one-off warm-up; wall and CPU time both reported, as the CPU may be shared).
@@ -14,13 +15,18 @@ Peers (benchmarks/peers.py, extras '.[bench]'): traker 0.3.2 runs TRAKer with it
 dimension, with our ridge ("traker/lambda0" keeps its default 0); kronfluence 1.0.1 (EK-FAC
 influence functions, all Linear/Conv2d layers) and dattri 0.3.0 (TRAKAttributor, all
 parameters, the same k) as their documentation says. With no --variants: our default and every
-peer; a peer that fails or runs past --variant-timeout is reported with the reason.
+peer. --variant-timeout bounds a variant's time (all members): one stopped there keeps a row
+with the members it finished (its LDS at that T, marked partial) or, with none, the reason.
+--resume reads back members an earlier run of the same spec finished (member_<t>.json).
 Fidelity: LDS against N models trained on held-out random 50% subsets (benchmarks/lds.py),
 at T = 1 and T = all members; Pearson correlation of the T-averaged scores with traker's.
---downstream: a full analysis + D3M retrain per variant (run store), test WGA.
---scaling: time and peak RSS of attribution (default config, one model, --targets val
-examples) as the number of generated train examples grows.
-The last line printed is one JSON object.
+--train N: the sample's generator at N train examples (scale N/3000). --targets M: the first M
+val examples are the targets (val cycles over the groups, so any prefix is balanced).
+--follow-up SUMMARY (the summary_n<N>.json an earlier run saved): our default, our best option
+and the best peer of that run, 4 LDS models unless told; a peer that finishes no member gets its
+time extrapolated linearly in n from that run (same targets), labelled so (the 80k mode).
+--downstream, --scaling: benchmarks/attribution_scaling.py.
+The last line printed is one JSON object (also saved as summary_n<N>.json in --workdir).
 """
 from __future__ import annotations
 
