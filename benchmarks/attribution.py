@@ -125,10 +125,13 @@ def run_variant(spec: dict, checkpoints: list[str], timeout: float | None, resum
     for t, path in enumerate(checkpoints):
         member = {**spec, "member": t, "checkpoint": path}
         got = member_record(Path(spec["out"]), t, member) if resume else None
+        if got is None and timeout is not None and spent >= timeout:
+            why = f"{t} of {len(checkpoints)} members done: their {spent:.0f} s used up the {timeout:.0f} s timeout"
+            break
         if got is None:
             try:
                 start = time.perf_counter()
-                got = in_subprocess(member, None if timeout is None else max(1.0, timeout - spent))
+                got = in_subprocess(member, None if timeout is None else timeout - spent)
             except RuntimeError as exc:
                 why = f"{t} of {len(checkpoints)} members done: {str(exc).strip().splitlines()[-1][:300]}"
                 break
