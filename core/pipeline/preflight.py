@@ -23,7 +23,7 @@ from core.train.archs import check_arch
 from core.train.augment import AUGMENTS
 from core.train.models import build_model, input_normalization
 from core.train.training import OPTIMIZERS
-_SCOPE = re.compile(r"^(all|last|last:[1-9]\d*)$")
+_SCOPE = re.compile(r"^(auto|all|last|last:[1-9]\d*)$")
 
 
 def check_settings(cfg: AnalysisConfig) -> None:
@@ -51,7 +51,7 @@ def check_settings(cfg: AnalysisConfig) -> None:
         raise ValueError(f"data.resize must be a whole number >= image_size {cfg.data.image_size} "
                          f"(the shorter side before the centre crop), got {cfg.data.resize!r}")
     if not _SCOPE.match(cfg.trak.scope):
-        raise ValueError(f"unknown gradient scope {cfg.trak.scope!r}: use all, last or last:N")
+        raise ValueError(f"unknown gradient scope {cfg.trak.scope!r}: use auto, all, last or last:N")
     if cfg.model.weights and not is_imagenet(cfg.model.weights) and not Path(cfg.model.weights).is_file():
         raise ValueError(f"weights file {cfg.model.weights} does not exist (or use --weights imagenet)")
     proxy_model_config(cfg.model, cfg.trak.proxy_width)
