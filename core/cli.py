@@ -184,7 +184,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cmd_methods(args: argparse.Namespace) -> None:
     for m in METHODS.values():
         options = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in m.options.items())
-        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info})"
+        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info}; trains on: {m.trains_on})"
               + (f"; options: {options}" if options else ""))
 
 

@@ -60,17 +60,19 @@ def _batches(idx: np.ndarray, cfg: TrainConfig, steps: int, rng: np.random.Gener
 def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndarray,
           cfg: TrainConfig, device: torch.device, *, sample_probs: np.ndarray | None = None,
           loss_fn: LossFn | None = None, on_epoch: EpochHook | None = None,
-          report: Reporter = silent) -> int:
+          report: Reporter = silent, lr_lambda: Callable[[int], float] | None = None) -> int:
     """Train `model` in place with Adam on examples `idx`; return the number of optimizer steps.
 
     The step budget is `steps_for(len(idx), cfg)`. `sample_probs` (aligned with idx) switches
     from shuffling to sampling with replacement. `loss_fn(logits, y, batch_ids)` replaces the
-    mean cross-entropy. `on_epoch(epoch, model)` runs after every full pass.
+    mean cross-entropy. `on_epoch(epoch, model)` runs after every full pass. `lr_lambda(step)`
+    multiplies the learning rate of each step (a schedule; torch's LambdaLR).
     """
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda) if lr_lambda is not None else None
     steps = steps_for(len(idx), cfg)
     per_epoch = math.ceil(len(idx) / cfg.batch_size)
     labels_t = torch.tensor(np.asarray(labels), dtype=torch.int64)
@@ -82,6 +84,8 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndar
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if schedule is not None:
+            schedule.step()
         done = step + 1
         if done % per_epoch == 0 or done == steps:
             report("training", done, steps)

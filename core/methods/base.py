@@ -75,6 +75,14 @@ class MethodContext:
             groups, names = self.data.groups[self.val_idx], self.data.group_names
         return group_metrics(logits.argmax(1), self.data.labels[self.val_idx], groups, names)["wga"]
 
+    def val_score(self, model: torch.nn.Module, idx: np.ndarray | None = None) -> tuple[float, float]:
+        """(worst-group accuracy, average accuracy) on validation examples `idx` (ids; default
+        all of validation): an EpochSelector key whose average accuracy breaks WGA ties."""
+        idx = self.val_idx if idx is None else idx
+        logits = predict_logits(model, self.data.images, idx, self.device)
+        m = group_metrics(logits.argmax(1), self.data.labels[idx], self.data.groups[idx], self.data.group_names)
+        return m["wga"], m["acc"]
+
 
 @dataclass
 class MethodResult:
@@ -88,6 +96,7 @@ class MethodRefused(ValueError):
     """The method cannot run on this dataset; the message names what it needs."""
 
 
+TRAIN_SPLIT = "the training split"
 COMMON_PARAMS = {"seed": 0, "lr": 0.0, "weight_decay": 0.0}  # every method: seed, recipe overrides (type only)
 NEEDS_PARAMS = {"seed": (), "k": ("k", "k_sweep"), "flagged": ("ids",), "cells": ("cells",)}
 
@@ -102,6 +111,7 @@ class Method:
     needs: str = "seed"  # what a user chooses besides the seed: seed | k | flagged | cells
     options: dict = field(default_factory=dict)  # the method's own settings and their defaults
     requires: Callable[[Dataset], str | None] | None = None  # why a dataset cannot be handled, or None
+    trains_on: str = TRAIN_SPLIT  # the data the method fits on (the Debias page and `d3m methods` say it)
 
     def resolve(self, params: dict) -> dict:
         """`params` checked and completed: an unknown name is an error naming it, each option
@@ -151,9 +161,10 @@ METHODS: dict[str, Method] = {}
 
 
 def register(name: str, title: str, group_info: str, removes: bool = True, needs: str = "seed",
-             options: dict | None = None, requires: Callable[[Dataset], str | None] | None = None):
+             options: dict | None = None, requires: Callable[[Dataset], str | None] | None = None,
+             trains_on: str = TRAIN_SPLIT):
     def wrap(fn: Callable[[MethodContext, dict], MethodResult]):
-        METHODS[name] = Method(name, title, group_info, fn, removes, needs, dict(options or {}), requires)
+        METHODS[name] = Method(name, title, group_info, fn, removes, needs, dict(options or {}), requires, trains_on)
         return fn
     return wrap
 

@@ -119,6 +119,7 @@ def wga(x: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], w: n
 
 
 @register("dfr", "DFR (last-layer retraining)", group_info="no/yes", removes=False,
+          trains_on="the last layer on group-balanced draws from half of validation; the other half picks C",
           options={"penalty": "l1", "c_grid": list(C_GRID), "n_draws": 10})
 def dfr(ctx: MethodContext, params: dict) -> MethodResult:
     penalty, grid, n_draws = params["penalty"], params["c_grid"], params["n_draws"]
