@@ -232,7 +232,8 @@ def generate(out: Path, seed: int = 0, scale: float = 1.0, n_classes: int = 2, b
                              r["size"], r["colour"], r["time"], r["source"]])
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The generator's command line (also what a study file's `generate` holds, without --out)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--seed", type=int, default=0)
@@ -242,11 +243,22 @@ def main() -> None:
                         help="many-valued colour bias with this many colours (0: the two places; default)")
     parser.add_argument("--conflict", type=float, default=0.01,
                         help="with --bias-values: share of training images in another colour (default 0.01)")
-    args = parser.parse_args()
+    return parser
+
+
+def generate_from_args(out: Path, argv: list[str]) -> None:
+    """generate() with the command line's arguments (argv without --out)."""
+    args = parser().parse_args(argv)
+    generate(out, args.seed, args.scale, args.classes, args.bias_values, args.conflict)
+
+
+def main() -> None:
+    cli = parser()
+    args = cli.parse_args()
     try:
         generate(args.out, args.seed, args.scale, args.classes, args.bias_values, args.conflict)
     except ValueError as exc:
-        parser.error(str(exc))
+        cli.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the tests that catch each; a mutation no test catches is a missing test.
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from core.training import to_tensor
 from tests import test_baselines as baselines
 from tests import test_metrics as metrics
 from tests import test_pipeline as pipeline
+from tests import test_seed_methods as seed
 from tests import test_selection as sel
 from tests import test_trak_lr as trak_lr
 
@@ -93,6 +95,16 @@ def refit_every_layer(dfr: Callable) -> Callable:
             F.cross_entropy(model(x), y).backward()
             opt.step()
         return replace(result, model=model.eval())
+    return wrong
+
+
+def pissa_keeping_the_base(real: Callable) -> Callable:
+    """PiSSA's adapters set from the SVD, but the base weight left whole (W + BA at the start)."""
+    def wrong(layer):
+        base = layer.get_base_layer()
+        kept = base.weight.data.clone()
+        real(layer)
+        base.weight.data = kept
     return wrong
 
 
@@ -191,6 +203,39 @@ MUTATIONS = [
     Mutation("dfr-every-layer", "DFR refitting every layer", "method:dfr", refit_every_layer,
              (("test_baselines::test_dfr_changes_only_the_last_layer",
                lambda env: baselines.check_dfr_changes_only_the_last_layer(env.ctx)),)),
+    Mutation("pgd-per-batch", "PGD importance normalised per batch of 32", "core.methods.pgd.importance",
+             lambda real: lambda norms: np.concatenate([real(norms[i:i + 32]) for i in range(0, len(norms), 32)])
+             / math.ceil(len(norms) / 32),
+             (("test_seed_methods::test_pgd_weights_are_normalised_ce_gradient_norms",
+               lambda env: seed.check_pgd_importance()),)),
+    Mutation("pgd-fresh-debiased", "PGD debiased model from a fresh initialisation", "core.methods.pgd.debiased_model",
+             lambda real: lambda ctx, biased, params, **hooks: real(ctx, biased, {**params, "init": "fresh"}, **hooks),
+             (("test_seed_methods::test_pgd_debiased_model_starts_from_the_biased_model",
+               lambda env: seed.check_pgd_starts_from_the_biased_model(env.ctx)),)),
+    Mutation("ffw-train-split", "FFW gates and bias head trained on the training split",
+             "core.methods.frozen.val_fit_select",
+             lambda real: lambda ctx, fraction, seed_: (lambda fit, sel: (ctx.train_idx[:len(fit)], sel))(
+                 *real(ctx, fraction, seed_)),
+             (("test_seed_methods::test_ffw_and_ba_lora_fit_on_balanced_validation",
+               lambda env: seed.check_fits_on_balanced_validation(env.ctx, "ffw", seed.FAST_FFW)),)),
+    Mutation("ffw-plain-sigmoid", "FFW gate σ(m/τ) instead of clamp(2σ(m/τ), 1)", "core.methods.ffw.gate",
+             lambda real: lambda m, tau: torch.sigmoid(m / tau),
+             (("test_seed_methods::test_ffw_gates_start_at_the_erm_model",
+               lambda env: seed.check_ffw_gates_start_at_the_erm_model()),)),
+    Mutation("ffw-no-mi", "FFW without the mutual-information term", "core.losses.mutual_information",
+             lambda real: lambda b, probs, n_values, eps=1e-12: 0.0 * real(b, probs, n_values, eps),
+             (("test_seed_methods::test_ffw_removes_the_bias_channel_as_gamma_grows",
+               lambda env: seed.check_ffw_removes_the_bias_channel()),)),
+    Mutation("ba-lora-consistency-sign", "BA-LoRA consistency sign flipped", "core.losses.consistency",
+             lambda real: lambda adapted, base, kind="mse": -real(adapted, base, kind),
+             (("test_seed_methods::test_each_regulariser_moves_its_quantity",
+               lambda env: seed.check_regularisers_move_their_quantities()),
+              ("test_seed_methods::test_ba_lora_loss_is_ce_plus_the_official_terms_and_lambda_zero_drops_a_term",
+               lambda env: seed.check_ba_lora_loss_by_hand()))),
+    Mutation("ba-lora-no-residual", "BA-LoRA PiSSA without the residual in the base weights",
+             "core.methods.ba_lora.pissa_init", pissa_keeping_the_base,
+             (("test_seed_methods::test_pissa_init_reproduces_the_base_model",
+               lambda env: seed.check_pissa_reproduces_the_base_model()),)),
     Mutation("control-k", "random control drawing a different k", "method:random",
              lambda real: lambda ctx, params: real(ctx, {**params, "k": params["k"] + 1}),
              (("test_pipeline::test_d3m_removes_most_negative_and_gets_a_random_control",

@@ -35,7 +35,9 @@ to set to zero.
   `prune_based_on_gating_weights`), a copy of the first bias head is retrained on the pruned
   model to a plateau, and the gates whose pruned model leaves that head least accurate on
   the unbiased validation split are kept (`select_by` = bias_acc). The unpruned model is
-  never a candidate.
+  never a candidate. (Exact ties, common when several checkpoints leave the head at chance,
+  go to the better worst-group and then average accuracy; the official `<` keeps the first,
+  which may be a checkpoint whose task accuracy collapsed.)
 The bias attribute is `--group-attribute`, else the attribute that with the label forms the
 dataset's `group` column; only validation bias labels are used (no/yes).
 
@@ -347,7 +349,8 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
             tau, dropped = temperature.step(mi_val)
             if dropped:
                 row.update(checkpoint(ctx, gated, head0, params, fit_idx, sel_idx, b_fit, b_sel, rng))
-                key = (-row["bias_acc_retrained"],) if params["select_by"] == "bias_acc" else row["val_score"]
+                key = ((-row["bias_acc_retrained"], *row["val_score"]) if params["select_by"] == "bias_acc"
+                       else row["val_score"])
                 if best_key is None or key > best_key:
                     best_key, best_state = key, copy.deepcopy(gated.state_dict())
                     row["kept"] = True

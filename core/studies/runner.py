@@ -36,7 +36,7 @@ from core.progress import Reporter
 from core.runs import Run, RunStore
 from core.studies import table as tables
 from core.studies.grid import Task, tasks
-from core.studies.spec import Study
+from core.studies.spec import Study, ensure_data
 from core.studies.study_runs import study_of
 from core.studies.tasks import analysis_task, import_runs, method_task, pack
 
@@ -108,6 +108,7 @@ def run_study(run: Run, report: Reporter) -> None:
 
 def execute(store: RunStore, study: Study, run: Run, report: Reporter, ensure_ray: Callable[[], None]) -> list[dict]:
     """Reuse what the store has, submit the rest, import results as they arrive; the records."""
+    ensure_data(study)
     todo = tasks(study)
     records = [{"cell": t.cell.label, "method": t.cell.method, "seed": t.seed, "state": "pending",
                 "analysis": None, "run": None, "reused": False, "error": None, "traceback": None} for t in todo]

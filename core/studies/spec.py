@@ -9,6 +9,8 @@
     [analysis]                            # analysis settings: core.config.analysis_config's names
     data = "../sample_data"               #   (+ data, group_attribute); paths relative to this file
     epochs = 12
+    generate = "--classes 10 --bias-values 10 --conflict 0.01"  # optional: make `data` with
+                                          #   sample_data/make_sample.py these arguments when it is missing
 
     [params.d3m]                          # fixed options of one method
     beta = 1.0
@@ -56,6 +58,7 @@ class Study:
     params: dict  # method -> fixed options
     grid: dict  # "analysis.X" | "METHOD.X" -> list of values
     variants: tuple[dict, ...]  # each: optional "label" + keys as in grid, one value each
+    generate: str | None = None  # make_sample.py arguments that make a missing `data` folder
 
 
 def line_of(text: str, key: str) -> int | None:
@@ -150,7 +153,11 @@ def load_study(path: str | Path) -> Study:
     for m in metrics:
         if m not in METRICS and not m.startswith("info."):
             check.fail("metrics", f"unknown metric {m!r}; metrics: {', '.join(METRICS)}, info.NAME")
-    analysis = _analysis(check, path, _table(check, raw, "analysis"))
+    analysis_table = dict(_table(check, raw, "analysis"))
+    generate = analysis_table.pop("generate", None)
+    if generate is not None:
+        _check_generate(check, generate)
+    analysis = _analysis(check, path, analysis_table, missing_ok=generate is not None)
     params = _table(check, raw, "params")
     for method, options in params.items():
         if method not in methods or not isinstance(options, dict):
@@ -178,7 +185,28 @@ def load_study(path: str | Path) -> Study:
         check.fail("control", f"{control!r} is not true or false")
     title = raw.get("title", path.stem)
     return Study(path.stem, str(path.resolve()), str(title), seeds, methods, control, metrics, analysis,
-                 params, grid, tuple(variants))
+                 params, grid, tuple(variants), generate)
+
+
+def _check_generate(check: "_Checker", value: Any) -> None:
+    from sample_data.make_sample import parser
+
+    if not isinstance(value, str):
+        check.fail("generate", f"{value!r} is not text (make_sample.py arguments)")
+    try:
+        parser().parse_args(value.split())
+    except SystemExit:
+        check.fail("generate", f"{value!r} is not a valid make_sample.py command line (see its --help)")
+
+
+def ensure_data(study: Study) -> None:
+    """Make the study's dataset with make_sample.py's `generate` arguments when it is missing
+    (fixed seed: the same files every time)."""
+    root = Path(study.analysis["data"])
+    if study.generate and not root.exists():
+        from sample_data.make_sample import generate_from_args
+
+        generate_from_args(root, study.generate.split())
 
 
 def _list(check: _Checker, raw: dict, key: str, kind: type, default: list) -> list:
@@ -197,7 +225,7 @@ def _table(check: _Checker, raw: dict, key: str) -> dict:
     return value
 
 
-def _analysis(check: _Checker, path: Path, table: dict) -> dict:
+def _analysis(check: _Checker, path: Path, table: dict, missing_ok: bool = False) -> dict:
     """Analysis settings with `data` resolved against the study file's folder."""
     out = dict(table)
     data = out.pop("data", DEFAULT_DATA)
@@ -206,7 +234,7 @@ def _analysis(check: _Checker, path: Path, table: dict) -> dict:
         if key in table and not isinstance(table[key], str):
             check.fail(key, f"{table[key]!r} is not text")
     root = (path.parent / data).resolve()
-    if not root.exists():
+    if not root.exists() and not missing_ok:
         check.fail("data", f"no such dataset folder or table {root}")
     for name, value in out.items():
         check_setting(check, name, name, value)
