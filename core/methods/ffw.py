@@ -306,7 +306,7 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
     the kept checkpoint's gates, one record per epoch, and the first head's figures."""
     data, device, bs = ctx.data, ctx.device, params["batch_size"]
     rng = np.random.default_rng(50_000 + seed)
-    b_t = torch.as_tensor(b)
+    b_t = torch.as_tensor(np.array(b))
     b_fit, b_sel = b_t[torch.as_tensor(fit_idx)], b_t[torch.as_tensor(sel_idx)]
     feats0 = bottleneck(base, data.images, fit_idx, device)
     head0 = new_head(feats0.shape[1], n_values, seed)
