@@ -27,10 +27,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from core.analysis import TARGET as ANALYSIS_TARGET, start_analysis
+from core.pipeline.analysis import TARGET as ANALYSIS_TARGET, start_analysis
 from core.config import analysis_config
-from core.debias import start_debias
-from core.runs import RunStore
+from core.pipeline.debias import start_debias
+from core.runs.store import RunStore
 from core.studies import table as tables
 from core.studies.grid import cells, tasks
 from core.studies.spec import Study, load_study

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,14 +37,13 @@ import numpy as np
 import torch
 
 from benchmarks.lds import subset_margins
+from benchmarks.measure import data_root, peak_mb, rss_mb, train_members, warm_epoch
 from benchmarks.peers import PEERS
-from core.training import fit
 from core.attribution.lds import lds
-from core.attribution.trak import model_scores, proxy_model_config
-from core.checkpoints import load_checkpoint, save_checkpoint
-from core.config import DEFAULT_DATA, AnalysisConfig, DataConfig, TrainConfig, TrakConfig, to_dict
-from core.dataset import load_dataset
-from core.progress import silent
+from core.attribution.trak import model_scores
+from core.train.checkpoints import load_checkpoint
+from core.config import AnalysisConfig, DataConfig, TrainConfig, TrakConfig, to_dict
+from core.data.dataset import load_dataset
 
 SAMPLE_TRAIN = 3000  # train examples in the built-in sample at scale 1
 VARIANTS = {  # name: TrakConfig overrides (each names its projector and scope); "traker" is the baseline
@@ -67,51 +65,9 @@ DEFAULT_RUN = [f"{TrakConfig().projector}/{TrakConfig().scope}", *PEERS]  # no -
 QUICK = ["factored/last", "factored/all", "sparse/all", "dense/all", "traker"]
 
 
-def rss_mb() -> float:
-    """Current resident set size (MB) from /proc, for the baseline before attribution starts."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
-
-
-def data_root(scale: float | None, workdir: Path) -> str:
-    """The built-in sample, or a generated copy at `scale` (cached in the work directory)."""
-    if scale is None:
-        return DEFAULT_DATA
-    root = workdir / f"data_scale{scale:g}"
-    if not (root / "metadata.csv").exists():
-        from sample_data.make_sample import generate
-
-        generate(root, seed=0, scale=scale)
-    return str(root)
-
-
 def base_config(args: argparse.Namespace, root: str) -> AnalysisConfig:
     return AnalysisConfig(data=DataConfig(root), train=replace(TrainConfig(), epochs=args.epochs, device="cpu"),
                           trak=TrakConfig(n_models=args.models, proj_dim=args.proj_dim))
-
-
-def train_members(cfg: AnalysisConfig, data, workdir: Path, proxy_width: int) -> list[Path]:
-    """Checkpoints of the T members (analysis.ensemble_scores' subsets and seeds), cached."""
-    cfg = replace(cfg, model=proxy_model_config(cfg.model, proxy_width))
-    tag = f"{Path(cfg.data.root).name}_w{proxy_width}_e{cfg.train.epochs}"
-    train_idx = data.idx("train")
-    rng = np.random.default_rng(cfg.train.seed)
-    paths = []
-    for t in range(cfg.trak.n_models):
-        subset = np.sort(rng.choice(len(train_idx), round(cfg.trak.subset_fraction * len(train_idx)), replace=False))
-        path = workdir / "models" / f"{tag}_model_{t}.pt"
-        if not path.exists():
-            member = fit(data, train_idx[subset], cfg, replace(cfg.train, seed=cfg.train.seed * 1000 + t + 1),
-                         torch.device("cpu"), silent)
-            save_checkpoint(path, member.model, cfg)
-        paths.append(path)
-    return paths
 
 
 def epoch_time(root: str, workdir: Path) -> dict:
@@ -119,17 +75,6 @@ def epoch_time(root: str, workdir: Path) -> dict:
     spec = {"name": "epoch", "root": root, "workdir": str(workdir), "epoch_only": True,
             "out": str(workdir / "scores" / "epoch")}
     return in_subprocess(spec)["epoch"]
-
-
-def warm_epoch(data, train_idx: np.ndarray, root: str, epochs: int = 3) -> tuple[list, dict]:
-    """A fresh model trained `epochs` epochs on the full train split, and the wall and CPU
-    seconds of one epoch: the mean of epochs 2.. (the first also pays one-off warm-up costs)."""
-    cfg = AnalysisConfig(data=DataConfig(root), train=TrainConfig(epochs=epochs, device="cpu"))
-    marks = [(time.perf_counter(), time.process_time())]
-    trained = fit(data, train_idx, cfg, cfg.train, torch.device("cpu"), silent,
-                  on_epoch=lambda *_: marks.append((time.perf_counter(), time.process_time())))
-    wall, cpu = ((marks[-1][i] - marks[1][i]) / (len(marks) - 2) for i in (0, 1))
-    return [trained.model], {"wall": wall, "cpu": cpu, "first_wall": marks[1][0] - marks[0][0]}
 
 
 def worker(spec: dict) -> dict:
@@ -280,9 +225,9 @@ def peer_keys(results: dict, failed: dict, ours_name: str) -> dict:
 
 def downstream(args: argparse.Namespace, workdir: Path) -> dict:
     """Test WGA of D3M on the sample with each of our variants (analysis + D3M retrain, run store)."""
-    from core.analysis import start_analysis
-    from core.debias import start_debias
-    from core.runs import RunStore
+    from core.pipeline.analysis import start_analysis
+    from core.pipeline.debias import start_debias
+    from core.runs.store import RunStore
 
     store = RunStore(workdir / "store")
     cfg = base_config(args, data_root(args.scale, workdir))

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.attribution import data_root, rss_mb
+from benchmarks.measure import data_root, rss_mb
 from core.attribution.trak import model_scores
 from core.config import DataConfig, ModelConfig, TrakConfig
-from core.dataset import load_dataset
-from core.models import build_model
+from core.data.dataset import load_dataset
+from core.train.models import build_model
 
 
 def worker(spec: dict) -> dict:

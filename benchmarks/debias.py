@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from benchmarks.failures import one_line
-from core.analysis import start_analysis
+from core.pipeline.analysis import start_analysis
 from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config
-from core.debias import start_debias
-from core.runs import RunStore
-from core.summary import control_of
+from core.pipeline.debias import start_debias
+from core.runs.store import RunStore
+from core.views.summary import control_of
 
 
 METHODS = ("d3m", "auto_d3m")  # each seed: D3M with its random control, then Auto-D3M

@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import jobs
-from core.analysis import start_analysis
-from core.checkpoints import load_checkpoint
+from core.runs import jobs
+from core.pipeline.analysis import start_analysis
+from core.train.checkpoints import load_checkpoint
 from core.config import AnalysisConfig, analysis_config
-from core.debias import start_debias
+from core.pipeline.debias import start_debias
 from core.io import read_json
-from core.runs import Run, RunStore
-from core.summary import control_of
+from core.runs.store import Run, RunStore
+from core.views.summary import control_of
 from sample_data.make_sample import generate
 
 
@@ -107,7 +107,7 @@ def unreadable(workdir: Path) -> list[str]:
     return bad
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -116,58 +116,82 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=int, default=2)
     parser.add_argument("--proj-dim", type=int, default=256)
     parser.add_argument("--workdir", default=None)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def fresh(base: Path, name: str) -> RunStore:
+    """The run store in base/NAME, sharing base/cache (the decoded images)."""
+    (base / name).mkdir(parents=True, exist_ok=True)
+    if not (base / name / "cache").exists():
+        (base / name / "cache").symlink_to(base / "cache", target_is_directory=True)
+    return RunStore(base / name)
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, AnalysisConfig]:
+    """The work folder with the sample generated and decoded once (outside every timing), and the config."""
     base = Path(args.workdir or tempfile.mkdtemp(prefix="d3m-faults-"))
     data = base / "data"
     if not (data / "metadata.csv").exists():
         generate(data, seed=0, scale=args.scale)
     cfg = analysis_config(data, epochs=args.epochs, n_models=args.models, proj_dim=args.proj_dim, device="cpu")
-
-    def fresh(name: str) -> RunStore:
-        (base / name).mkdir(parents=True, exist_ok=True)
-        if not (base / name / "cache").exists():
-            (base / name / "cache").symlink_to(base / "cache", target_is_directory=True)
-        return RunStore(base / name)
-
     (base / "cache").mkdir(exist_ok=True)
-    from core.preflight import check_analysis
+    from core.pipeline.preflight import check_analysis
     check_analysis(cfg, base / "cache")  # decode once, outside every timing
+    return base, cfg
+
+
+def reference_run(base: Path, cfg: AnalysisConfig) -> tuple[dict, float]:
+    """One uninterrupted pipeline: its result and seconds."""
     start = time.perf_counter()
-    state, ref_run = pipeline(fresh("reference"), cfg)
+    state, ref_run = pipeline(fresh(base, "reference"), cfg)
     t_full = time.perf_counter() - start
     assert state == "done", f"the reference pipeline {state}"
-    reference = result(fresh("reference"), ref_run)
+    reference = result(fresh(base, "reference"), ref_run)
     print(f"reference pipeline: {t_full:.1f} s", flush=True)
+    return reference, t_full
 
+
+def kill_and_resume(store: RunStore, cfg: AnalysisConfig, kill_at: float, reference: dict, t_full: float) -> dict:
+    """A fresh pipeline killed at `kill_at` s, then the same calls again; the row reported for it."""
+    KILLED_IN.clear()
+    state, _ = pipeline(store, cfg, kill_at)
+    stage = KILLED_IN[0] if KILLED_IN else ""
+    t0 = time.perf_counter()
+    final, run = pipeline(store, cfg)  # the same calls again: resume
+    t_resume = time.perf_counter() - t0
+    bad = unreadable(store.workdir)
+    ok = final == "done" and not bad
+    same = ok and equal(result(store, run), reference)
+    return {"kill_at_s": round(kill_at, 2), "killed": state == "killed", "stage": stage,
+            "resume_s": round(t_resume, 2), "saved_s": round(t_full - t_resume, 2),
+            "corrupted": not ok, "equal": bool(same), "problems": bad[:3]}
+
+
+def summarise(rows: list[dict], t_full: float, args: argparse.Namespace) -> dict:
+    killed = [r for r in rows if r["killed"]]  # a moment drawn after the pipeline ended kills nothing
+    return {"kills": len(killed), "drawn": len(rows), "finished_before_kill": len(rows) - len(killed),
+            "corrupted": sum(r["corrupted"] for r in rows), "resumed_equal": sum(r["equal"] for r in killed),
+            "mean_saved_s": round(float(np.mean([r["saved_s"] for r in killed])), 2) if killed else 0.0,
+            "mean_resume_s": round(float(np.mean([r["resume_s"] for r in killed])), 2) if killed else 0.0,
+            "full_pipeline_s": round(t_full, 2),
+            "config": {"scale": args.scale, "epochs": args.epochs, "models": args.models,
+                       "proj_dim": args.proj_dim, "seed": args.seed},
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                       f"torch {torch.__version__}, {torch.get_num_threads()} threads"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    base, cfg = prepare(args)
+    reference, t_full = reference_run(base, cfg)
     rng = np.random.default_rng(args.seed)
     rows = []
     for i in range(args.kills):
-        store = fresh(f"kill-{i:02d}")
+        store = fresh(base, f"kill-{i:02d}")
         kill_at = float(rng.uniform(0, t_full))
-        KILLED_IN.clear()
-        state, _ = pipeline(store, cfg, kill_at)
-        stage = KILLED_IN[0] if KILLED_IN else ""
-        t0 = time.perf_counter()
-        final, run = pipeline(store, cfg)  # the same calls again: resume
-        t_resume = time.perf_counter() - t0
-        bad = unreadable(store.workdir)
-        ok = final == "done" and not bad
-        same = ok and equal(result(store, run), reference)
-        rows.append({"kill_at_s": round(kill_at, 2), "killed": state == "killed", "stage": stage,
-                     "resume_s": round(t_resume, 2), "saved_s": round(t_full - t_resume, 2),
-                     "corrupted": not ok, "equal": bool(same), "problems": bad[:3]})
+        rows.append(kill_and_resume(store, cfg, kill_at, reference, t_full))
         print(json.dumps(rows[-1]), flush=True)
-    killed = [r for r in rows if r["killed"]]  # a moment drawn after the pipeline ended kills nothing
-    summary = {"kills": len(killed), "drawn": len(rows), "finished_before_kill": len(rows) - len(killed),
-               "corrupted": sum(r["corrupted"] for r in rows), "resumed_equal": sum(r["equal"] for r in killed),
-               "mean_saved_s": round(float(np.mean([r["saved_s"] for r in killed])), 2) if killed else 0.0,
-               "mean_resume_s": round(float(np.mean([r["resume_s"] for r in killed])), 2) if killed else 0.0,
-               "full_pipeline_s": round(t_full, 2),
-               "config": {"scale": args.scale, "epochs": args.epochs, "models": args.models,
-                          "proj_dim": args.proj_dim, "seed": args.seed},
-               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                          f"torch {torch.__version__}, {torch.get_num_threads()} threads"}
-    print(json.dumps(summary))
+    print(json.dumps(summarise(rows, t_full, args)))
 
 
 if __name__ == "__main__":

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.training import fit
+from core.train.training import fit
 from core.attribution.gradients import margin
 from core.attribution.lds import lds, subset_masks
 from core.config import AnalysisConfig, DataConfig, TrainConfig, from_dict, to_dict
-from core.dataset import Dataset, load_dataset
+from core.data.dataset import Dataset, load_dataset
 from core.progress import silent
-from core.training import predict_logits
+from core.train.training import predict_logits
 
 
 def subset_margins(data: Dataset, cfg: AnalysisConfig, count: int, seed: int, cache: Path,

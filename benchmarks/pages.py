@@ -8,7 +8,7 @@ links to 64 distinct 32x32 PNGs, the images decoded once into the dataset cache,
 artifacts every page reads (ids, ERM logits and metrics, val x train scores, alignments,
 pseudo-groups, subpopulations) of the right shapes. NOTHING IS TRAINED: the scores are a
 random low-rank group structure plus noise and the logits are random, and the selections are
-computed from them by the analysis job's own `core.analysis.write_selections`. Then it starts
+computed from them by the analysis job's own `core.pipeline.analysis.write_selections`. Then it starts
 `streamlit run app.py` on that work directory, opens it in Chromium (Playwright) and times, in
 the browser, each widget change or page change until Streamlit is idle again
 (`[data-testid="stApp"][data-test-script-state="notRunning"]`, observed by a MutationObserver
@@ -20,28 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core import jobs
-from core.analysis import create_analysis_run, load_run_dataset, write_selections
+from benchmarks.browser import IDLE, browser_page, chromium, serve
+from core.runs import jobs
+from core.pipeline.analysis import create_analysis_run, load_run_dataset, write_selections
 from core.config import AnalysisConfig, analysis_config, from_dict
-from core.metrics import group_metrics
-from core.runs import Run, RunStore
+from core.train.metrics import group_metrics
+from core.runs.store import Run, RunStore
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET = "benchmarks.pages:fill_synthetic"
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 ATTRIBUTES = {"place": ["land", "water"], "size": ["small", "large"], "colour": ["dark", "light", "red"],
               "source": ["field", "museum", "web", "crowd"]}
 CLASSES = ["landbird", "waterbird"]
@@ -122,36 +116,6 @@ def build(workdir: Path, n: dict[str, int]) -> tuple[Path, Run]:
     return root, run
 
 
-@contextmanager
-def app_server(root: Path, workdir: Path):
-    """`streamlit run app.py` on the data folder and work directory; yields its URL and pid."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, D3M_DATA=str(root), D3M_WORKDIR=str(workdir))
-    with open(workdir / "server.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                                 "--server.address", "127.0.0.1", "--server.port", str(port)],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the app did not start: {(workdir / 'server.log').read_text()[-2000:]}")
-                    time.sleep(0.3)
-            yield f"http://127.0.0.1:{port}", proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 WATCH = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   window.__runs = [];
@@ -228,27 +192,20 @@ def widget_changes(page, timer: Timer) -> None:
 
 
 def measure(url: str, pid: int, rounds: int) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            start, c0 = time.perf_counter(), cpu_seconds(pid)
-            page.goto(url)
-            page.get_by_text("Test worst-group accuracy").first.wait_for(timeout=600_000)
-            page.wait_for_selector(IDLE, timeout=600_000)
-            first = {"wall_s": time.perf_counter() - start, "server_cpu_s": cpu_seconds(pid) - c0}
-            print(f"first load (dataset and analysis read, first page drawn): {first['wall_s']:.2f} s wall, "
-                  f"server CPU {first['server_cpu_s']:.2f} s", flush=True)
-            page.evaluate(WATCH)
-            visits, changes = Timer(page, pid), Timer(page, pid)
-            for r in range(rounds):
-                for title in PAGES[1:] + PAGES[:1]:
-                    visits(f"page change, round {r + 1}: {title}", lambda: visit(page, title))
-            widget_changes(page, changes)
-        finally:
-            browser.close()
+    with browser_page() as page:
+        start, c0 = time.perf_counter(), cpu_seconds(pid)
+        page.goto(url)
+        page.get_by_text("Test worst-group accuracy").first.wait_for(timeout=600_000)
+        page.wait_for_selector(IDLE, timeout=600_000)
+        first = {"wall_s": time.perf_counter() - start, "server_cpu_s": cpu_seconds(pid) - c0}
+        print(f"first load (dataset and analysis read, first page drawn): {first['wall_s']:.2f} s wall, "
+              f"server CPU {first['server_cpu_s']:.2f} s", flush=True)
+        page.evaluate(WATCH)
+        visits, changes = Timer(page, pid), Timer(page, pid)
+        for r in range(rounds):
+            for title in PAGES[1:] + PAGES[:1]:
+                visits(f"page change, round {r + 1}: {title}", lambda: visit(page, title))
+        widget_changes(page, changes)
     return {"first_load": first, "page_changes": visits.results, "widget_changes": changes.results}
 
 
@@ -260,13 +217,14 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2, help="visits of every page (the first fills caches)")
     args = parser.parse_args()
-    if shutil.which("chromium") is None:
+    if chromium() is None:
         sys.exit("benchmarks.pages needs Chromium (apt-get install -y chromium) and playwright")
     workdir = args.workdir / f"n{args.n_train}"
     workdir.mkdir(parents=True, exist_ok=True)
     root, run = build(workdir, {"train": args.n_train, "val": args.n_val, "test": args.n_test})
-    with app_server(root, workdir / "work") as (url, pid):
-        res = measure(url, pid, args.rounds)
+    env = {"D3M_DATA": str(root), "D3M_WORKDIR": str(workdir / "work")}
+    with serve(env, log=workdir / "work" / "server.log") as app:
+        res = measure(app.url, app.pid, args.rounds)
     after_first = {**res["page_changes"], **res["widget_changes"]}
     res.update(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, analysis=run.id, synthetic=True,
                load_average=os.getloadavg(), max_change_wall_s=max(v["wall_s"] for v in after_first.values()),

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.training import to_tensor
+from core.data.images import to_tensor
 
 BATCH = 128
 

@@ -23,11 +23,11 @@ import sys
 import pandas as pd
 
 from benchmarks.failures import one_line
-from core.analysis import start_analysis
+from core.pipeline.analysis import start_analysis
 from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config
-from core.debias import start_debias
+from core.pipeline.debias import start_debias
 from core.methods import METHODS
-from core.runs import Run, RunStore
+from core.runs.store import Run, RunStore
 
 TABLE1 = ("erm", "auto_d3m", "jtt", "dfr", "d3m", "random", "rwg", "subg", "groupdro", "pgd", "ffw", "ba_lora")
 
@@ -101,7 +101,7 @@ def summarise(records: list[dict]) -> pd.DataFrame:
 def build_parser() -> argparse.ArgumentParser:
     base = AnalysisConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=DEFAULT_DATA, help="dataset folder, or its metadata table (core/layouts.py)")
+    p.add_argument("--data", default=DEFAULT_DATA, help="dataset folder, or its metadata table (core/data/layouts.py)")
     p.add_argument("--workdir", default="workdir-table1")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--methods", default=",".join(TABLE1), help=f"comma-separated (default {','.join(TABLE1)})")

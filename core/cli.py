@@ -15,21 +15,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core import jobs
+from core.runs import jobs
 from core.attribution.gradients import FEATURIZERS
-from core.analysis import start_analysis
+from core.pipeline.analysis import start_analysis
 from core.config import DEFAULT_DATA, AnalysisConfig, TrainConfig, TrakConfig, analysis_config
-from core.dataset import validate_dataset
-from core.dataset_errors import DatasetError
-from core.preflight import check_analysis, check_params
+from core.data import command as data_command
+from core.errors import DatasetError
+from core.pipeline.preflight import check_analysis, check_params
 from core.errors import check_workdir, describe
-from core.debias import start_debias
-from core.methods import METHODS
+from core.pipeline.debias import start_debias
+from core.methods import DEFAULT_METHOD, METHODS, get_method
+from core.methods.selection import default_k, parse_k_sweep
 from core.progress import progress_text
-from core.runs import Run, RunStore
+from core.runs.store import Run, RunStore
 from core.studies import command as studies_command
-from core.summary import pipeline_summary, runs_frame
-from core.views_runs import parse_k_sweep
+from core.views.summary import pipeline_summary, runs_frame
 
 
 
@@ -92,8 +92,8 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     data = check_analysis(cfg, store.workdir / "cache")  # a bad option, k or image fails now,
     check_params(method, params, len(data.idx("train")), data.idx("train"))  # not after the analysis
     analysis = find_or_start_analysis(store, cfg, args.members)
-    if method == "random" and args.k is None:
-        params["k"] = int((analysis.read_array("alignment") < 0).sum())
+    if get_method(method).control and args.k is None:  # the control alone: as many as D3M's default
+        params["k"] = default_k(analysis.read_array(get_method(method).alignment))
     run = follow_debias(store, analysis.id, method, params)
     print(json.dumps(pipeline_summary(store, run)))
 
@@ -161,26 +161,6 @@ def cmd_cancel(args: argparse.Namespace) -> None:
     print(jobs.cancel(RunStore(args.workdir).get(args.run))["state"])
 
 
-def cmd_validate(args: argparse.Namespace) -> None:
-    issues = validate_dataset(args.data, args.group_attribute)
-    for issue in issues:
-        print(issue)
-    if issues:
-        raise SystemExit(f"{len(issues)} problem(s) in {args.data}")
-    print(f"{args.data}: valid")
-
-
-def cmd_import(args: argparse.Namespace) -> None:
-    from core import layouts
-
-    if args.layout == "waterbirds":
-        path = layouts.import_waterbirds(args.src)
-    else:
-        ratio = 4.0 if args.age_subsample else args.majority_ratio
-        path = layouts.import_celeba(args.src, args.target, args.spurious, ratio, args.train_size, args.seed)
-    print(f"wrote {path} (no image copied); use it with: d3m pipeline --data {path}")
-
-
 def cmd_methods(args: argparse.Namespace) -> None:
     for m in METHODS.values():
         options = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in m.options.items())
@@ -197,81 +177,79 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="d3m", description="Data debiasing with D3M / Auto-D3M and TRAK.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or D3M_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_job_commands(sub)
+    add_run_commands(sub)
+    data_command.add_parser(sub)
+    studies_command.add_parser(sub)
+    return parser
 
-    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--workdir", default="workdir", help="where runs are stored (default: ./workdir)")
-        return p
 
-    def data_opts(p: argparse.ArgumentParser) -> None:
-        d, t = AnalysisConfig(), TrakConfig()
-        p.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with metadata.csv (default: sample_data/)")
-        p.add_argument("--group-attribute", default=None, help="groups = (label, this attribute) when no group column")
-        p.add_argument("--image-size", type=int, default=d.data.image_size)
-        p.add_argument("--arch", default=d.model.arch, choices=["small_cnn", "resnet18"])
-        p.add_argument("--weights", default=None, help="local ResNet-18 state_dict to start from")
-        p.add_argument("--models", type=int, default=None, help=f"ensemble size T (default {t.n_models})")
-        p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {TrainConfig().epochs})")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        p.add_argument("--proj-dim", type=int, default=t.proj_dim)
-        p.add_argument("--projector", default=t.projector, choices=list(FEATURIZERS))
-        p.add_argument("--scope", default=t.scope, help="gradient scope: all | last | last:N")
-        p.add_argument("--proxy-width", type=int, default=t.proxy_width,
-                       help="ensemble members at 1/W of the channel width (small_cnn; 1 = same model)")
-        p.add_argument("--members", default="serial", choices=["serial", "ray"],
-                       help="train the ensemble members one by one (default) or as Ray tasks")
+def workdir_opt(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--workdir", default="workdir", help="where runs are stored (default: ./workdir)")
+    return p
 
-    def method_opts(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--method", default="d3m", choices=method_choices())
-        p.add_argument("--k", type=int, default=None, help="examples to remove (default: all with A_i < 0)")
-        p.add_argument("--k-sweep", default=None, help="comma-separated k's: keep the best validation WGA")
-        p.add_argument("--param", type=name_value, action="append", default=[], metavar="NAME=VALUE",
-                       help="a method option, e.g. upweight=50 (jtt), eta=0.1 (groupdro), c_grid=1,0.1 (dfr); "
-                            "`d3m methods` lists them")
 
-    p = common(sub.add_parser("pipeline", help="ERM, attribution, selection, retraining and the random control"))
+def data_opts(p: argparse.ArgumentParser) -> None:
+    d, t = AnalysisConfig(), TrakConfig()
+    p.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with metadata.csv (default: sample_data/)")
+    p.add_argument("--group-attribute", default=None, help="groups = (label, this attribute) when no group column")
+    p.add_argument("--image-size", type=int, default=d.data.image_size)
+    p.add_argument("--arch", default=d.model.arch, choices=["small_cnn", "resnet18"])
+    p.add_argument("--weights", default=None, help="local ResNet-18 state_dict to start from")
+    p.add_argument("--models", type=int, default=None, help=f"ensemble size T (default {t.n_models})")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {TrainConfig().epochs})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--proj-dim", type=int, default=t.proj_dim)
+    p.add_argument("--projector", default=t.projector, choices=list(FEATURIZERS))
+    p.add_argument("--scope", default=t.scope, help="gradient scope: all | last | last:N")
+    p.add_argument("--proxy-width", type=int, default=t.proxy_width,
+                   help="ensemble members at 1/W of the channel width (small_cnn; 1 = same model)")
+    p.add_argument("--members", default="serial", choices=["serial", "ray"],
+                   help="train the ensemble members one by one (default) or as Ray tasks")
+
+
+def method_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=method_choices())
+    p.add_argument("--k", type=int, default=None, help="examples to remove (default: all with A_i < 0)")
+    p.add_argument("--k-sweep", default=None, help="comma-separated k's: keep the best validation WGA")
+    p.add_argument("--param", type=name_value, action="append", default=[], metavar="NAME=VALUE",
+                   help="a method option, e.g. upweight=50 (jtt), eta=0.1 (groupdro), c_grid=1,0.1 (dfr); "
+                        "`d3m methods` lists them")
+
+
+def add_job_commands(sub: argparse._SubParsersAction) -> None:
+    """pipeline, analyze, debias, methods."""
+    p = workdir_opt(sub.add_parser("pipeline", help="ERM, attribution, selection, retraining and the random control"))
     data_opts(p)
     method_opts(p)
     p.set_defaults(func=cmd_pipeline)
-    p = common(sub.add_parser("analyze", help="ERM + TRAK ensemble only; prints the analysis run id"))
+    p = workdir_opt(sub.add_parser("analyze", help="ERM + TRAK ensemble only; prints the analysis run id"))
     data_opts(p)
     p.set_defaults(func=cmd_analyze)
-    p = common(sub.add_parser("debias", help="run one method on a finished analysis"))
+    p = workdir_opt(sub.add_parser("debias", help="run one method on a finished analysis"))
     p.add_argument("--analysis", required=True)
     method_opts(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_debias)
-    common(sub.add_parser("runs", help="list runs")).set_defaults(func=cmd_runs)
     sub.add_parser("methods", help="list the methods and their options (--param NAME=VALUE)").set_defaults(
         func=cmd_methods)
+
+
+def add_run_commands(sub: argparse._SubParsersAction) -> None:
+    """runs, show, cancel, resume, export."""
+    workdir_opt(sub.add_parser("runs", help="list runs")).set_defaults(func=cmd_runs)
     for name, func, hlp in (("show", cmd_show, "show a run's config, status and metrics"),
                             ("cancel", cmd_cancel, "cancel a running job"),
                             ("resume", cmd_resume, "resume a failed, cancelled or dead run from its last "
                                                    "finished stage")):
-        p = common(sub.add_parser(name, help=hlp))
+        p = workdir_opt(sub.add_parser(name, help=hlp))
         p.add_argument("run")
         p.set_defaults(func=func)
-    p = common(sub.add_parser("export", help="write a run's removed examples to CSV"))
+    p = workdir_opt(sub.add_parser("export", help="write a run's removed examples to CSV"))
     p.add_argument("run")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("validate", help="check a dataset folder and list every problem")
-    p.add_argument("--data", default=DEFAULT_DATA)
-    p.add_argument("--group-attribute", default=None)
-    p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("import", help="write a dataset table into a Waterbirds or CelebA folder (no image copied)")
-    p.add_argument("layout", choices=["waterbirds", "celeba"])
-    p.add_argument("--src", required=True, help="the downloaded dataset folder")
-    p.add_argument("--target", default="Blond_Hair", help="CelebA: attribute to predict (default Blond_Hair)")
-    p.add_argument("--spurious", default="Male", help="CelebA: spurious attribute, groups = (target, it)")
-    p.add_argument("--age-subsample", action="store_true",
-                   help="CelebA-Age: training majority:minority groups 4:1 within each class (appendix B.1)")
-    p.add_argument("--majority-ratio", type=float, default=None, help="CelebA: another majority:minority ratio")
-    p.add_argument("--train-size", type=int, default=None, help="CelebA: cap the training split (paper's Age: 50000)")
-    p.add_argument("--seed", type=int, default=0, help="CelebA: subsampling seed")
-    p.set_defaults(func=cmd_import)
-    studies_command.add_parser(sub)
-    return parser
 
 
 WRITES = {"pipeline", "analyze", "debias", "resume", "cancel"}  # commands that write into the workdir

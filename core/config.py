@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-DEFAULT_DATA = str(Path(__file__).resolve().parent.parent / "sample_data")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: jobs run from here
+DEFAULT_DATA = str(PROJECT_ROOT / "sample_data")
 
 
 @dataclass(frozen=True)

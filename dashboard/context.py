@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import paths, views, views_selection
+from core.views import paths, data as views, selection as views_selection
 from core.config import DEFAULT_DATA, DataConfig, analysis_config, from_dict
-from core.dataset import Dataset, DatasetIssue, load_dataset, metadata_path, validate_dataset
-from core.runs import Run, RunStore
+from core.data.dataset import Dataset, load_dataset
+from core.errors import DatasetIssue
+from core.data.validate import metadata_path, validate_dataset
+from core.runs.store import Run, RunStore
 
 
 @dataclass

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs, views
-from core.analysis import start_analysis
+from core.runs import jobs
+
+from core.views import data as views
+from core.pipeline.analysis import start_analysis
 from core.config import AnalysisConfig, analysis_config
 from core.errors import describe
-from core.runs import Run, RunStore
+from core.runs.store import Run, RunStore
 from dashboard.context import Ctx
 
 

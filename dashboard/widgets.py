@@ -6,8 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import views
-from core.dataset import Dataset
+from core.views import data as views
+from core.data.dataset import Dataset
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 
@@ -36,7 +36,7 @@ def image_grid(data: Dataset, ids: np.ndarray, captions: list[str] | None = None
 
 def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, y_title: str, legend: str,
                      colors: dict | None = None) -> go.Figure:
-    """Overlaid bars of core.views_selection.histogram output (one trace per colour)."""
+    """Overlaid bars of core.views.selection.histogram output (one trace per colour)."""
     fig = go.Figure()
     for name, part in bins.groupby("colour", sort=False):
         fig.add_bar(x=part["center"], y=part["count"], width=part["width"], name=str(name), opacity=0.65,
@@ -48,8 +48,8 @@ def histogram_figure(bins: pd.DataFrame, title: str, x_title: str, y_title: str,
 
 
 def group_bars(bars: pd.DataFrame, title: str, legend: str = "run") -> go.Figure:
-    """Horizontal grouped bars of core.views.per_group_accuracy output, the worst group on top
-    (core.views.group_order), tall enough that each of many groups keeps a readable label."""
+    """Horizontal grouped bars of core.views.data.per_group_accuracy output, the worst group on top
+    (core.views.data.group_order), tall enough that each of many groups keeps a readable label."""
     order = views.group_order(bars)
     runs = list(dict.fromkeys(bars["run"]))
     fig = go.Figure()

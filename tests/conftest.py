@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
-from core.analysis import TARGET, create_analysis_run
+from core.runs import jobs
+from core.pipeline.analysis import TARGET, create_analysis_run
 from core.config import AnalysisConfig, analysis_config
-from core.runs import Run, RunStore
+from core.runs.store import Run, RunStore
 from sample_data.make_sample import generate
 from tests.spies import recorded_training
+
+pytest_plugins = ["tests.dashboard.fixtures"]  # the dashboard's tiny analysis, for tests/views/ too
 
 TINY_SCALE = 0.1  # 300 train / 40 val / 80 test images
 TINY_CLASSES = 3  # the multi-class tiny sample: 3 shapes x 2 places = 6 groups
@@ -57,6 +59,6 @@ def tiny_multiclass_analysis(tiny_multiclass: Path, tmp_path_factory: pytest.Tem
 
 @pytest.fixture
 def train_calls():
-    """The (model, kwargs) of every core.training.train call made during the test."""
+    """The (model, kwargs) of every core.train.training.train call made during the test."""
     with recorded_training() as calls:
         yield calls

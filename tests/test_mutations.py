@@ -4,8 +4,8 @@ Each mutation replaces the one function the formula lives in (patched wherever i
 imported, or the method's entry in the registry) by a wrong version, mostly a wrapper that
 calls the real function with one thing changed. Then the property checks that guard the
 formula (the same functions the regular tests call) must raise AssertionError, and must
-actually have called the mutated function. The README's Tests section lists the mutations and
-the tests that catch each; a mutation no test catches is a missing test.
+actually have called the mutated function. TESTING.md (at the repository root) lists the
+mutations and the tests that catch each; a mutation no test catches is a missing test.
 """
 from __future__ import annotations
 
@@ -22,19 +22,19 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from core.analysis import evaluate, load_run_dataset, write_selections
-from core.checkpoints import load_checkpoint
+from core.pipeline.analysis import evaluate, load_run_dataset, write_selections
+from core.train.checkpoints import load_checkpoint
 from core.config import AnalysisConfig, from_dict
 from core.methods import METHODS, MethodContext
 from core.progress import silent
-from core.runs import Run, RunStore
-from core.training import to_tensor
-from tests import test_baselines as baselines
-from tests import test_metrics as metrics
-from tests import test_pipeline as pipeline
-from tests import test_seed_methods as seed
-from tests import test_selection as sel
-from tests import test_trak_lr as trak_lr
+from core.runs.store import Run, RunStore
+from core.data.images import to_tensor
+from tests.methods import test_baselines as baselines
+from tests.methods import test_seed_methods as seed
+from tests.train import test_metrics as metrics
+from tests.pipeline import test_pipeline as pipeline
+from tests.methods import test_selection as sel
+from tests.attribution import test_trak_lr as trak_lr
 
 
 @dataclass
@@ -152,33 +152,33 @@ MUTATIONS = [
              (TRAK_EXACT, TRAK_SOFTMAX, TRAK_LOO)),
     Mutation("margin-log-p", "margin replaced by log p (the loss)", "core.attribution.gradients.margin",
              lambda real: log_probability, (TRAK_EXACT, TRAK_SOFTMAX)),
-    Mutation("beta-sign", "β sign flipped in equation 3", "core.selection.alignment",
+    Mutation("beta-sign", "β sign flipped in equation 3", "core.methods.selection.alignment",
              lambda real: lambda scores, groups, losses, beta=1.0: real(scores, groups, losses, -beta),
              (EQ3_HAND, STORED)),
-    Mutation("plain-mean", "softmax weights replaced by a plain mean", "core.selection.alignment",
+    Mutation("plain-mean", "softmax weights replaced by a plain mean", "core.methods.selection.alignment",
              lambda real: lambda scores, groups, losses, beta=1.0: real(scores, groups, losses, 0.0),
              (EQ3_HAND, STORED)),
-    Mutation("group-loss-sum", "group losses ℓ_g summed instead of averaged", "core.selection.group_losses",
+    Mutation("group-loss-sum", "group losses ℓ_g summed instead of averaged", "core.methods.selection.group_losses",
              lambda real: lambda logits, labels, groups, n_groups: (real(logits, labels, groups, n_groups)
                                                                     * np.bincount(groups, minlength=n_groups)),
              (("test_selection::test_group_losses_are_mean_cross_entropy_per_group",
                lambda env: sel.check_group_losses()), STORED)),
-    Mutation("most-positive", "most positive A_i removed instead of most negative", "core.selection.most_negative",
+    Mutation("most-positive", "most positive A_i removed instead of most negative", "core.methods.selection.most_negative",
              lambda real: lambda align, k: real(-np.asarray(align), k),
              (("test_selection::test_k_rules", lambda env: sel.check_k_rules()),)),
-    Mutation("split-50", "Auto-D3M split at 50% instead of 35%", "core.selection.pseudo_groups",
+    Mutation("split-50", "Auto-D3M split at 50% instead of 35%", "core.methods.selection.pseudo_groups",
              lambda real: lambda scores, labels, losses, class_names, fraction=0.35: real(scores, labels, losses,
                                                                                           class_names, 0.5),
              (PLANTED, STORED)),
-    Mutation("wrong-pole", "lower-performing pole assigned the wrong side", "core.selection.pseudo_groups",
+    Mutation("wrong-pole", "lower-performing pole assigned the wrong side", "core.methods.selection.pseudo_groups",
              lambda real: lambda scores, labels, losses, class_names, fraction=0.35: real(scores, labels, -losses,
                                                                                           class_names, fraction),
              (PLANTED, ("test_selection::test_pseudo_groups_recover_a_planted_component[-1.0]",
                         lambda env: sel.check_planted_component(-1.0)), STORED)),
-    Mutation("wga-mean", "worst-group accuracy as the mean of the group accuracies", "core.metrics.group_metrics",
+    Mutation("wga-mean", "worst-group accuracy as the mean of the group accuracies", "core.train.metrics.group_metrics",
              lambda real: with_result(real, "wga", lambda out: float(np.mean(list(out["per_group"].values())))),
              (METRICS, STORED_METRICS)),
-    Mutation("balanced-acc-plain", "balanced accuracy as plain accuracy", "core.metrics.group_metrics",
+    Mutation("balanced-acc-plain", "balanced accuracy as plain accuracy", "core.train.metrics.group_metrics",
              lambda real: with_result(real, "balanced_acc", lambda out: out["acc"]), (METRICS,)),
     Mutation("groupdro-linear", "GroupDRO linear update q + η ℓ", "core.methods.groupdro.exponentiated_step",
              lambda real: linear_update,
@@ -222,11 +222,11 @@ MUTATIONS = [
              lambda real: lambda m, tau: torch.sigmoid(m / tau),
              (("test_seed_methods::test_ffw_gates_start_at_the_erm_model",
                lambda env: seed.check_ffw_gates_start_at_the_erm_model()),)),
-    Mutation("ffw-no-mi", "FFW without the mutual-information term", "core.losses.mutual_information",
+    Mutation("ffw-no-mi", "FFW without the mutual-information term", "core.train.losses.mutual_information",
              lambda real: lambda b, probs, n_values, eps=1e-12: 0.0 * real(b, probs, n_values, eps),
              (("test_seed_methods::test_ffw_removes_the_bias_channel_as_gamma_grows",
                lambda env: seed.check_ffw_removes_the_bias_channel()),)),
-    Mutation("ba-lora-consistency-sign", "BA-LoRA consistency sign flipped", "core.losses.consistency",
+    Mutation("ba-lora-consistency-sign", "BA-LoRA consistency sign flipped", "core.train.losses.consistency",
              lambda real: lambda adapted, base, kind="mse": -real(adapted, base, kind),
              (("test_seed_methods::test_each_regulariser_moves_its_quantity",
                lambda env: seed.check_regularisers_move_their_quantities()),
@@ -269,9 +269,10 @@ def apply(monkeypatch: pytest.MonkeyPatch, mutation: Mutation) -> list[int]:
     return calls
 
 
-def test_readme_lists_every_mutation():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    rows = [line.split(" | ")[0].lstrip("| ") for line in readme.splitlines() if line.startswith("| ")]
+def test_testing_md_lists_every_mutation():
+    root = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    table = (root / "TESTING.md").read_text()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines() if line.startswith("| ")]
     assert [m for m in MUTATIONS if m.name not in rows] == []
 
 

@@ -6,13 +6,13 @@ import re
 import numpy as np
 import torch
 
-from core import jobs
+from core.runs import jobs
 from core.config import ModelConfig, TrainConfig
-from core.models import build_model
+from core.train.models import build_model
 from core.cli import follow
 from core.progress import progress_text, unit_of
-from core.runs import RunStore
-from core.training import train
+from core.runs.store import RunStore
+from core.train.training import train
 
 
 def test_every_reported_stage_has_its_unit():

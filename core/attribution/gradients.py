@@ -17,6 +17,7 @@ Three featurizers (FEATURIZERS; the names are TrakConfig.projector's choices), o
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -198,11 +199,20 @@ class DenseFeaturizer:
         return self.projector(flat), p
 
 
+class Featurizer(Protocol):
+    """A featurizer stage: for a batch, the projected per-example gradients of the margin
+    (B, dim) and the probability of the true class (B,), from one model."""
+
+    dim: int
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 FEATURIZERS = {"factored": FactoredFeaturizer, "sparse": SparseFeaturizer, "dense": DenseFeaturizer}
 
 
 def make_featurizer(model: nn.Module, projector: str, scope: str, proj_dim: int, seed: int,
-                    device: torch.device | str = "cpu"):
+                    device: torch.device | str = "cpu") -> Featurizer:
     """The featurizer named `projector` (a key of FEATURIZERS): factored | sparse | dense."""
     if projector not in FEATURIZERS:
         raise ValueError(f"unknown projector {projector!r}: choose one of {sorted(FEATURIZERS)}")

@@ -22,7 +22,7 @@ from torch import nn
 from core.attribution.scorer import accumulate
 from core.io import read_json, write_json_atomic, write_npy_atomic
 from core.progress import Reporter, silent
-from core.training import to_tensor
+from core.data.images import to_tensor
 
 FORMAT = 2  # bumped when the store's layout changes: older stores are refused, not misread
 

@@ -21,7 +21,7 @@ task_type "nlu", and scripts/ba-lora.sh), on the image classifier the analysis a
   consistency = MSE between the L2-normalised logits (`consistency` = mse, the official NLU
   form; kl = the NLG form, KL(softmax z₀ || softmax z)); diversity = Σ_{i≠j} C_ij² / d over
   the batch covariance of the logits; SVD = minus the share of the top-k singular values of
-  the batch logits (core.losses). λ_c = 1e-4, λ_d = 3e-4, λ_s = 1e-4 (ba-lora.sh, train.py
+  the batch logits (core.train.losses). λ_c = 1e-4, λ_d = 3e-4, λ_s = 1e-4 (ba-lora.sh, train.py
   defaults 82-93) and k = `svd_k` 3 (train.py:79; min(k, number of singular values), so with two
   classes the SVD term is constant); a λ of 0 drops its term.
 - Optimisation: AdamW (HF Trainer's default, weight decay 0) at `lr` 2e-5, linear warm-up over
@@ -56,13 +56,12 @@ from torch.nn import functional as F
 
 from core.attribution.gradients import scoped_layers
 from core.config import TrainConfig
-from core.losses import consistency, diversity, svd_share
-from core.methods.base import MethodContext, MethodResult, register
+from core.methods.base import MethodContext, MethodResult, Report, register
 from core.methods.frozen import AlwaysEval, load_erm, val_fit_select, val_groups_reason
 from core.methods.selection_by_val import EpochSelector, keep_best
 from core.progress import scaled
-from core.runs import RunStore
-from core.training import predict_logits, train
+from core.train.losses import consistency, diversity, svd_share
+from core.train.training import predict_logits, train
 
 INITS = ("pissa", "lora")
 CONSISTENCY = ("mse", "kl")
@@ -224,32 +223,6 @@ def fit_adapters(ctx: MethodContext, params: dict) -> tuple[Adapted, int, dict]:
     return model, done, info
 
 
-OPTIONS = {"rank": 8, "alpha": 0.0, "init": "pissa", "adapt_last": 0, "lr": 2e-5, "batch_size": 128, "steps": 0,
-           "lambda_consistency": 1e-4, "lambda_diversity": 3e-4, "lambda_svd": 1e-4, "svd_k": 3,
-           "consistency": "mse", "fit_fraction": 0.6}
-SHOWN = ("rank", "alpha", "init", "adapt_last", "lr", "batch_size", "lambda_consistency", "lambda_diversity",
-         "lambda_svd", "svd_k", "consistency", "fit_fraction")
-
-
-@register("ba_lora", "BA-LoRA (bias-alleviating LoRA fine-tuning)", group_info="no/yes", removes=False,
-          trains_on=TRAINS_ON, requires=val_groups_reason, options=OPTIONS)
-def ba_lora(ctx: MethodContext, params: dict) -> MethodResult:
-    model, steps, info = fit_adapters(ctx, params)
-    info.update({k: params[k] for k in SHOWN})
-    return MethodResult(model.merged(), np.zeros(0, np.int64), steps, info)
-
-
-@register("lora", "LoRA (BA-LoRA with every λ = 0)", group_info="no/yes", removes=False,
-          trains_on=TRAINS_ON, requires=val_groups_reason,
-          options={k: v for k, v in OPTIONS.items() if not k.startswith("lambda_") and k not in ("svd_k", "consistency")})
-def lora(ctx: MethodContext, params: dict) -> MethodResult:
-    """Plain LoRA on the same data, initialisation and schedule: BA-LoRA's control."""
-    full = {**OPTIONS, **params, "lambda_consistency": 0.0, "lambda_diversity": 0.0, "lambda_svd": 0.0}
-    model, steps, info = fit_adapters(ctx, full)
-    info.update({k: full[k] for k in SHOWN})
-    return MethodResult(model.merged(), np.zeros(0, np.int64), steps, info)
-
-
 def signatures(info: dict) -> list[str]:
     """BA-LoRA's failure signature: the adapted model's predictions (selection part of
     validation) stayed at the base model's, so the fine-tuning corrected nothing."""
@@ -259,20 +232,48 @@ def signatures(info: dict) -> list[str]:
     return []
 
 
-def report_table(store: RunStore, analysis_id: str) -> pd.DataFrame:
-    """One row per finished BA-LoRA / LoRA run of the analysis: the distance of its outputs from
-    the base model's, its regulariser weights and its failure signature."""
-    rows = []
-    for run in store.list("debias", parent=analysis_id):
-        if run.config().get("method") not in ("ba_lora", "lora") or run.status().get("state") != "done":
-            continue
-        info = run.read_json("metrics")["info"]
-        if "predictions_changed_from_base" not in info:  # a run of the earlier BA-LoRA
-            continue
-        rows.append({"run": run.id, "method": run.config()["method"], "seed": run.config()["params"].get("seed"),
-                     "λ consistency / diversity / SVD": "{} / {} / {}".format(
-                         info["lambda_consistency"], info["lambda_diversity"], info["lambda_svd"]),
-                     "output distance from base": info["output_distance_from_base"],
-                     "predictions changed": info["predictions_changed_from_base"],
-                     "failure signatures": ", ".join(signatures(info)) or "none"})
-    return pd.DataFrame(rows)
+def row(config: dict, info: dict) -> dict:
+    """One finished BA-LoRA / LoRA run: the distance of its outputs from the base model's, its
+    regulariser weights and its failure signature."""
+    return {"seed": config["params"].get("seed"),
+            "λ consistency / diversity / SVD": "{} / {} / {}".format(
+                info["lambda_consistency"], info["lambda_diversity"], info["lambda_svd"]),
+            "output distance from base": info.get("output_distance_from_base"),
+            "predictions changed": info.get("predictions_changed_from_base"),
+            "selected epoch": info.get("selected_epoch"),
+            "failure signatures": ", ".join(signatures(info)) or "none"}
+
+
+CAPTION = ("Distance: the consistency regulariser's MSE between L2-normalised logits; predictions changed: the "
+           "share of predictions that differ from the base model's, on the part of validation not trained on. "
+           "Outputs that stay at the base model's corrected nothing.")
+REPORT = Report("BA-LoRA: how far the adapted outputs moved from the base model (validation)", CAPTION, row,
+                percent=("predictions changed",))
+LORA_REPORT = Report("LoRA (every λ = 0): how far the adapted outputs moved from the base model (validation)",
+                     CAPTION, row, percent=("predictions changed",))
+
+
+OPTIONS = {"rank": 8, "alpha": 0.0, "init": "pissa", "adapt_last": 0, "lr": 2e-5, "batch_size": 128, "steps": 0,
+           "lambda_consistency": 1e-4, "lambda_diversity": 3e-4, "lambda_svd": 1e-4, "svd_k": 3,
+           "consistency": "mse", "fit_fraction": 0.6}
+SHOWN = ("rank", "alpha", "init", "adapt_last", "lr", "batch_size", "lambda_consistency", "lambda_diversity",
+         "lambda_svd", "svd_k", "consistency", "fit_fraction")
+
+
+@register("ba_lora", "BA-LoRA (bias-alleviating LoRA fine-tuning)", group_info="no/yes", removes=False,
+          trains_on=TRAINS_ON, requires=val_groups_reason, options=OPTIONS, report=REPORT)
+def ba_lora(ctx: MethodContext, params: dict) -> MethodResult:
+    model, steps, info = fit_adapters(ctx, params)
+    info.update({k: params[k] for k in SHOWN})
+    return MethodResult(model.merged(), np.zeros(0, np.int64), steps, info)
+
+
+@register("lora", "LoRA (BA-LoRA with every λ = 0)", group_info="no/yes", removes=False,
+          trains_on=TRAINS_ON, requires=val_groups_reason, report=LORA_REPORT,
+          options={k: v for k, v in OPTIONS.items() if not k.startswith("lambda_") and k not in ("svd_k", "consistency")})
+def lora(ctx: MethodContext, params: dict) -> MethodResult:
+    """Plain LoRA on the same data, initialisation and schedule: BA-LoRA's control."""
+    full = {**OPTIONS, **params, "lambda_consistency": 0.0, "lambda_diversity": 0.0, "lambda_svd": 0.0}
+    model, steps, info = fit_adapters(ctx, full)
+    info.update({k: full[k] for k in SHOWN})
+    return MethodResult(model.merged(), np.zeros(0, np.int64), steps, info)

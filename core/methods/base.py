@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from core.config import AnalysisConfig, TrainConfig
-from core.dataset import Dataset
-from core.metrics import group_metrics
+from core.data.dataset import Dataset
+from core.train.metrics import group_metrics
 from core.progress import Reporter
-from core.runs import Run
-from core.training import predict_logits
+from core.runs.store import Run
+from core.train.training import predict_logits
 
 
 @dataclass
@@ -97,8 +97,21 @@ class MethodRefused(ValueError):
 
 
 TRAIN_SPLIT = "the training split"
+CONTROL = "random"  # the random-removal control a removal run gets (core/methods/random_removal.py)
+BASELINE = "erm"  # the analysis's own model, as the runs table names it (core/methods/erm.py)
 COMMON_PARAMS = {"seed": 0, "lr": 0.0, "weight_decay": 0.0}  # every method: seed, recipe overrides (type only)
 NEEDS_PARAMS = {"seed": (), "k": ("k", "k_sweep"), "flagged": ("ids",), "cells": ("cells",)}
+
+
+@dataclass(frozen=True)
+class Report:
+    """A method's own table on the Compare page: one row per finished run of it, from the
+    run's config and its metrics' `info`."""
+
+    title: str
+    caption: str
+    row: Callable[[dict, dict], dict]
+    percent: tuple[str, ...] = ()  # columns shown as percentages (besides "sparsity" and "... acc ...")
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,13 @@ class Method:
     needs: str = "seed"  # what a user chooses besides the seed: seed | k | flagged | cells
     options: dict = field(default_factory=dict)  # the method's own settings and their defaults
     requires: Callable[[Dataset], str | None] | None = None  # why a dataset cannot be handled, or None
+    alignment: str = "alignment"  # needs == "k": the analysis array whose A_i < 0 count is the default k
+    report: Report | None = None  # the method's own Compare-page table, if it has one
     trains_on: str = TRAIN_SPLIT  # the data the method fits on (the Debias page and `d3m methods` say it)
+
+    @property
+    def control(self) -> bool:
+        return self.name == CONTROL
 
     def resolve(self, params: dict) -> dict:
         """`params` checked and completed: an unknown name is an error naming it, each option
@@ -162,9 +181,10 @@ METHODS: dict[str, Method] = {}
 
 def register(name: str, title: str, group_info: str, removes: bool = True, needs: str = "seed",
              options: dict | None = None, requires: Callable[[Dataset], str | None] | None = None,
-             trains_on: str = TRAIN_SPLIT):
+             alignment: str = "alignment", report: Report | None = None, trains_on: str = TRAIN_SPLIT):
     def wrap(fn: Callable[[MethodContext, dict], MethodResult]):
-        METHODS[name] = Method(name, title, group_info, fn, removes, needs, dict(options or {}), requires, trains_on)
+        METHODS[name] = Method(name, title, group_info, fn, removes, needs, dict(options or {}), requires,
+                               alignment, report, trains_on)
         return fn
     return wrap
 

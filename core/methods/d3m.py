@@ -1,10 +1,10 @@
 """D3M (validation group labels) and Auto-D3M (no group labels): seeds/001 section 4."""
 from __future__ import annotations
 
-from core import selection
+from core.methods import selection
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.removal import remove_by_score
-from core.training import cross_entropy_np
+from core.train.losses import cross_entropy_np
 
 
 @register("d3m", "D3M", group_info="no/yes", needs="k", options={"beta": 1.0})
@@ -16,7 +16,8 @@ def d3m(ctx: MethodContext, params: dict) -> MethodResult:
     return remove_by_score(ctx, params, align, val_groups, ctx.data.group_names)
 
 
-@register("auto_d3m", "Auto-D3M", group_info="no/no", needs="k", options={"beta": 1.0, "fraction": 0.35})
+@register("auto_d3m", "Auto-D3M", group_info="no/no", needs="k", options={"beta": 1.0, "fraction": 0.35},
+          alignment="auto_alignment")
 def auto_d3m(ctx: MethodContext, params: dict) -> MethodResult:
     """D3M on pseudo-groups from the top principal component of each class's attributions;
     the k sweep (if any) is judged on the pseudo-groups too: no group labels anywhere."""

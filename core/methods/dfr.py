@@ -29,36 +29,16 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
-from torch import nn
 
-from core.checkpoints import load_checkpoint
+from core.train.checkpoints import load_checkpoint
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.subg import balanced_subsample
-from core.metrics import group_metrics
-from core.training import to_tensor
+from core.train.metrics import group_metrics
+from core.methods.frozen import last_linear, penultimate
 
 C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 SOLVERS = {"l1": "saga", "l2": "lbfgs"}  # multinomial-capable solvers of each penalty (>= 3 classes)
 MAX_ITER = 5000
-
-
-def last_linear(model: nn.Module) -> nn.Linear:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-
-
-@torch.no_grad()
-def penultimate(model: nn.Module, images: np.ndarray, idx: np.ndarray, device: torch.device,
-                batch_size: int = 512) -> np.ndarray:
-    """The inputs of the model's last linear layer for examples idx (eval mode), float64."""
-    feats: list[torch.Tensor] = []
-    hook = last_linear(model).register_forward_hook(lambda m, inp, out: feats.append(inp[0].flatten(1).cpu()))
-    try:
-        model.eval().to(device)
-        for i in range(0, len(idx), batch_size):
-            model(to_tensor(images[idx[i:i + batch_size]], device))
-    finally:
-        hook.remove()
-    return torch.cat(feats).double().numpy()
 
 
 def split_halves(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

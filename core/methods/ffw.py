@@ -56,7 +56,7 @@ Deliberate differences (README, "PGD, FFW and BA-LoRA"):
   without augmentation, so the features of a split do not change while the head trains).
 info records per temperature drop the sparsity, the retrained head's bias accuracy and the
 task accuracy, and the paper's failure signatures (`signatures`): task accuracy collapsed,
-bias still extractable, sparsity near 0.
+bias still extractable, sparsity near 0 (core/methods/ffw_report.py).
 """
 from __future__ import annotations
 
@@ -71,14 +71,14 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from core.attribution.gradients import scoped_layers
-from core.dataset import Dataset
-from core.losses import mutual_information
+from core.data.dataset import Dataset
+from core.data.images import to_tensor
 from core.methods.base import MethodContext, MethodResult, register
-from core.methods.dfr import penultimate
-from core.methods.frozen import AlwaysEval, Penultimate, load_erm, val_fit_select, val_groups_reason
-from core.metrics import group_metrics
-from core.runs import RunStore
-from core.training import predict_logits, seed_everything, to_tensor
+from core.methods.ffw_report import REPORT
+from core.methods.frozen import AlwaysEval, Penultimate, load_erm, penultimate, val_fit_select, val_groups_reason
+from core.train.losses import mutual_information
+from core.train.metrics import group_metrics
+from core.train.training import predict_logits, seed_everything
 
 STRUCTURES = ("unstructured", "structured")
 SELECT_BY = ("bias_acc", "val_wga")
@@ -86,9 +86,6 @@ ALPHA = 1.0  # task-loss weight (config.py:59)
 TEMP_FACTOR, TEMP_THRESHOLD = 0.1, 5e-2  # gating_weights.py:144,146
 HEAD_MOMENTUM, WEIGHT_DECAY = 0.9, 1e-4  # config.py:61,55
 HEAD_PATIENCE, HEAD_THRESHOLD = 5, 1e-3  # training_functions.py train_PH_double
-COLLAPSE = 0.10  # task accuracy lost (absolute) that counts as a collapse
-BIAS_KEPT = 0.05  # retrained bias head within this of its accuracy before pruning: bias kept
-NEAR_ZERO = 0.01  # overall sparsity below this: (almost) nothing pruned
 
 
 def bias_attribute(data: Dataset, group_attribute: str | None) -> tuple[str, np.ndarray, list[str]]:
@@ -385,7 +382,7 @@ def checkpoint(ctx: MethodContext, gated: GatedModel, head0: nn.Linear, params: 
 @register("ffw", "FFW (Finding Fantastic Weights)", group_info="no/yes", removes=False,
           trains_on="gates and bias head on a group-balanced 60% of validation; the rest of validation "
                     "sets the temperature and picks the checkpoint",
-          requires=val_groups_reason,
+          requires=val_groups_reason, report=REPORT,
           options={"structure": "unstructured", "gamma": 10.0, "gate_lr": 1e-3, "batch_size": 100,
                    "max_gate_epochs": 200, "epoch_steps": 100, "gate_patience": 5, "min_temperature": 1e-8, "head_lr": 0.1,
                    "head_max_epochs": 200, "fit_fraction": 0.6, "select_by": "bias_acc"})
@@ -423,36 +420,3 @@ def ffw(ctx: MethodContext, params: dict) -> MethodResult:
             "task_val_acc_before": float((before == y_sel).mean()), "task_val_acc_after": float((after == y_sel).mean()),
             "bias_majority_share_val": float(np.bincount(b[sel_idx]).max() / len(sel_idx))}
     return MethodResult(model, np.zeros(0, np.int64), 0, info)
-
-
-def signatures(info: dict) -> list[str]:
-    """Which of the paper's failure signatures a finished FFW run shows (selection part of
-    validation): task accuracy collapses, the bias stays extractable (by a head retrained on
-    the pruned features), nothing is pruned."""
-    out = []
-    if info["task_val_acc_after"] < info["task_val_acc_before"] - COLLAPSE:
-        out.append("task accuracy collapsed")
-    if info["bias_head_val_acc_after_retrained"] >= info["bias_head_val_acc_before"] - BIAS_KEPT:
-        out.append("bias still extractable")
-    if info["sparsity"] < NEAR_ZERO:
-        out.append("sparsity near 0")
-    return out
-
-
-def report_table(store: RunStore, analysis_id: str) -> pd.DataFrame:
-    """One row per finished FFW run of the analysis: sparsity, task and bias-head accuracy
-    before/after pruning (selection part of validation) and the failure signatures it shows."""
-    rows = []
-    for run in store.list("debias", parent=analysis_id):
-        if run.config().get("method") != "ffw" or run.status().get("state") != "done":
-            continue
-        info = run.read_json("metrics")["info"]
-        if "gate_epochs_run" not in info:  # a run of the earlier FFW (before the official procedure)
-            continue
-        rows.append({"run": run.id, "seed": run.config()["params"].get("seed"), "structure": info["structure"],
-                     "bias attribute": info["bias_attribute"], "sparsity": info["sparsity"],
-                     "task acc before": info["task_val_acc_before"], "task acc after": info["task_val_acc_after"],
-                     "bias acc before": info["bias_head_val_acc_before"],
-                     "bias acc after (retrained head)": info["bias_head_val_acc_after_retrained"],
-                     "failure signatures": ", ".join(signatures(info)) or "none"})
-    return pd.DataFrame(rows)

@@ -1,13 +1,32 @@
-"""What the methods that work on the analysis's frozen ERM model share (FFW, BA-LoRA)."""
+"""What the methods that work on the analysis's frozen ERM model share (DFR, FFW, BA-LoRA)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import nn
 
-from core.checkpoints import load_checkpoint
+from core.train.checkpoints import load_checkpoint
 from core.methods.base import MethodContext
-from core.methods.dfr import last_linear
+from core.data.images import to_tensor
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+@torch.no_grad()
+def penultimate(model: nn.Module, images: np.ndarray, idx: np.ndarray, device: torch.device,
+                batch_size: int = 512) -> np.ndarray:
+    """The inputs of the model's last linear layer for examples idx (eval mode), float64."""
+    feats: list[torch.Tensor] = []
+    hook = last_linear(model).register_forward_hook(lambda m, inp, out: feats.append(inp[0].flatten(1).cpu()))
+    try:
+        model.eval().to(device)
+        for i in range(0, len(idx), batch_size):
+            model(to_tensor(images[idx[i:i + batch_size]], device))
+    finally:
+        hook.remove()
+    return torch.cat(feats).double().numpy()
 
 
 def load_erm(ctx: MethodContext) -> nn.Module:
@@ -20,7 +39,7 @@ def load_erm(ctx: MethodContext) -> nn.Module:
 
 
 class AlwaysEval(nn.Module):
-    """A module that stays in eval mode when core.training.train calls .train(): the frozen
+    """A module that stays in eval mode when core.train.training.train calls .train(): the frozen
     model inside keeps its batch-norm statistics (buffers) bit-identical and its examples
     independent, while the trainable part (gates, adapters) still gets its gradients."""
 

@@ -20,11 +20,11 @@ import math
 
 import numpy as np
 
-from core.training import fit
+from core.train.training import fit
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.selection_by_val import fit_selected
 from core.progress import scaled
-from core.training import predict_logits
+from core.train.training import predict_logits
 
 
 def upsample_probs(errors: np.ndarray, upweight: float) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Run as the authors' code runs it (github sumyeongahn/PGD, trainer/learner.py `train_ours`):
 1. A biased model f_b trained with uniform batches and the generalized cross-entropy
-   (core.losses.gce, option `q` = 0.7: train.py:38 and learner.py:263), on the ERM step budget.
+   (core.train.losses.gce, option `q` = 0.7: train.py:38 and learner.py:263), on the ERM step budget.
    With `biased_width` < 1 it is a narrower copy of the architecture (channel widths divided
    by 1/biased_width; small_cnn; seed 000's ablation, not in the official code).
 2. Importance of each training example, Algorithm 1 of the paper:
@@ -61,17 +61,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core import training
+from core.train import training
 from core.attribution.gradients import capture, layer_grads, layer_inputs, scoped_layers, true_class_prob
 from core.attribution.trak import proxy_model_config
-from core.losses import gce
-from core.methods.base import MethodContext, MethodResult, register
-from core.methods.dfr import last_linear
+from core.train.losses import gce
+from core.methods.base import MethodContext, MethodResult, Report, register
+from core.methods.frozen import last_linear
 from core.methods.selection_by_val import EpochSelector, keep_best
-from core.models import build_model
+from core.train.models import build_model
 from core.progress import scaled
-from core.runs import RunStore
-from core.training import fit, predict_logits, to_tensor
+from core.data.images import to_tensor
+from core.train.training import fit, predict_logits
 
 NORMS = ("l1", "l2", "linf")
 SCOPES = ("fc", "all")
@@ -233,9 +233,39 @@ def check(params: dict) -> None:
                          f"(got {norm!r}, {scope!r}, {init!r}, {q})")
 
 
+def signatures(info: dict) -> list[str]:
+    """PGD's failure signature on a finished run: the reversed shortcut, i.e. the conflicting
+    (minority) groups beat the majority groups on validation by more than REVERSED_GAP."""
+    hi, lo = info.get("val_acc_majority_groups"), info.get("val_acc_minority_groups")
+    if hi is not None and lo is not None and lo - hi > REVERSED_GAP:
+        return [f"reversed shortcut: minority groups {lo:.0%} vs majority groups {hi:.0%} "
+                "on validation (resampling taught the opposite bias)"]
+    return []
+
+
+def row(config: dict, info: dict) -> dict:
+    """One finished PGD run: the sampling mass on the conflicting groups against their training
+    share, validation accuracy of majority vs minority groups, and the reversed-shortcut signature."""
+    return {"seed": config["params"].get("seed"),
+            "conflicting train share": info.get("conflicting_train_share"),
+            "sampling mass on them": info.get("conflicting_mass"),
+            "mass / share": info.get("conflicting_mass_over_share"),
+            "val acc majority groups": info.get("val_acc_majority_groups"),
+            "val acc minority groups": info.get("val_acc_minority_groups"),
+            "failure signatures": ", ".join(signatures(info)) or "none"}
+
+
+REPORT = Report("PGD: where the sampling mass went and its failure signature (validation)",
+                "PGD resamples toward the examples its GCE-trained biased model gets wrong. With a many-valued "
+                "bias (a conflicting example in a random other colour) that removes the shortcut; with a "
+                "two-valued bias every conflicting example carries the other value, and the debiased model "
+                "learns the reversed shortcut: minority groups far above majority groups.", row,
+                percent=("conflicting train share", "sampling mass on them"))
+
+
 @register("pgd", "PGD (per-sample gradient debiasing)", group_info="no/yes", removes=False,
           options={"q": 0.7, "norm": "l2", "grad_scope": "fc", "mode": "resample", "init": "biased",
-                   "biased_width": 1.0})
+                   "biased_width": 1.0}, report=REPORT)
 def pgd(ctx: MethodContext, params: dict) -> MethodResult:
     check(params)
     cfg_b = biased_config(ctx, params["biased_width"])
@@ -252,46 +282,25 @@ def pgd(ctx: MethodContext, params: dict) -> MethodResult:
         by_id[idx] = h * len(idx)
         hooks = {"loss_fn": weighted_ce(by_id)}
     model, steps, info = debiased_model(ctx, biased.model, params, **hooks)
+    summary = sampling_summary(h, ctx.data.groups[idx], ctx.data.labels[idx], ctx.data.group_names)
     biased_pred = predict_logits(biased.model, ctx.data.images, idx, ctx.device).argmax(1)
     biased_acc = (biased_pred == ctx.data.labels[idx]).mean()
     info.update({k: params[k] for k in ("q", "norm", "grad_scope", "mode", "init", "biased_width")})
     info.update(biased_model_train_acc=float(biased_acc), biased_model_seconds=biased.seconds, **measures,
                 n_reweighted=int((h > 1.0 / len(idx)).sum()), importance_max_over_min=float(h.max() / h.min()),
                 importance_normalised="over the whole training set (paper, Algorithm 1; learner.py:333-337)",
-                **sampling_summary(h, ctx.data.groups[idx], ctx.data.labels[idx], ctx.data.group_names))
+                **summary, **majority_vs_minority(ctx, model, summary["majority_groups"]))
     return MethodResult(model, np.zeros(0, np.int64), steps, info)
 
 
-def signatures(info: dict, val_per_group: dict[str, float]) -> list[str]:
-    """PGD's failure signature on a finished run: the reversed shortcut, i.e. the conflicting
-    (minority) groups beat the majority groups on validation by more than REVERSED_GAP."""
-    major = set(info.get("majority_groups", []))
-    hi = [a for g, a in val_per_group.items() if g in major]
-    lo = [a for g, a in val_per_group.items() if g not in major]
-    if hi and lo and np.mean(lo) - np.mean(hi) > REVERSED_GAP:
-        return [f"reversed shortcut: minority groups {np.mean(lo):.0%} vs majority groups {np.mean(hi):.0%} "
-                "on validation (resampling taught the opposite bias)"]
-    return []
-
-
-def report_table(store: RunStore, analysis_id: str) -> pd.DataFrame:
-    """One row per finished PGD run of the analysis: the sampling mass on the conflicting groups
-    against their training share, validation accuracy of majority vs minority groups, and the
-    reversed-shortcut signature."""
-    rows = []
-    for run in store.list("debias", parent=analysis_id):
-        if run.config().get("method") != "pgd" or run.status().get("state") != "done":
-            continue
-        metrics = run.read_json("metrics")
-        info, per_group = metrics["info"], metrics["val"]["per_group"]
-        major = set(info.get("majority_groups", []))
-        maj = [a for g, a in per_group.items() if g in major]
-        mino = [a for g, a in per_group.items() if g not in major]
-        rows.append({"run": run.id, "seed": run.config()["params"].get("seed"),
-                     "conflicting train share": info.get("conflicting_train_share"),
-                     "sampling mass on them": info.get("conflicting_mass"),
-                     "mass / share": info.get("conflicting_mass_over_share"),
-                     "val acc majority groups": float(np.mean(maj)) if maj else None,
-                     "val acc minority groups": float(np.mean(mino)) if mino else None,
-                     "failure signatures": ", ".join(signatures(info, per_group)) or "none"})
-    return pd.DataFrame(rows)
+def majority_vs_minority(ctx: MethodContext, model: nn.Module, majority: list[str]) -> dict:
+    """Validation accuracy of the selected model, averaged over the majority (bias-aligned)
+    groups and over the other groups: the reversed-shortcut signature compares the two."""
+    val = ctx.val_idx
+    correct = predict_logits(model, ctx.data.images, val, ctx.device).argmax(1) == ctx.data.labels[val]
+    groups = ctx.data.groups[val]
+    acc = {ctx.data.group_names[g]: float(correct[groups == g].mean()) for g in np.unique(groups)}
+    hi = [a for g, a in acc.items() if g in majority]
+    lo = [a for g, a in acc.items() if g not in majority]
+    return {"val_acc_majority_groups": float(np.mean(hi)) if hi else None,
+            "val_acc_minority_groups": float(np.mean(lo)) if lo else None}

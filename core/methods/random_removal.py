@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.methods.base import MethodContext, MethodResult, register
+from core.methods.base import CONTROL, MethodContext, MethodResult, register
 from core.methods.removal import retrain_without
 
 
-@register("random", "Random removal (control)", group_info="no/no", needs="k")
+@register(CONTROL, "Random removal (control)", group_info="no/no", needs="k")
 def random_removal(ctx: MethodContext, params: dict) -> MethodResult:
     if params.get("k") is None:
         raise ValueError("random removal needs k (the number of examples to remove)")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.training import Trained, fit
+from core.train.training import Trained, fit
 from core.methods.base import MethodContext, MethodResult
 from core.progress import scaled
-from core.selection import most_negative
+from core.methods.selection import default_k, most_negative
 
 
 def retrain_without(ctx: MethodContext, removed: np.ndarray, params: dict, prefix: str = "") -> Trained:
@@ -32,7 +32,7 @@ def remove_by_score(ctx: MethodContext, params: dict, align: np.ndarray, sel_gro
     """
     sweep = [int(k) for k in params.get("k_sweep") or []]
     k = params.get("k")
-    info = {"default_k": int((align < 0).sum())}
+    info = {"default_k": default_k(align)}
     if k is None and sweep:
         curve = []
         best = None

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from torch import nn
 
-from core.training import fit
+from core.train.training import fit
 from core.methods.base import MethodContext
 from core.progress import scaled
 

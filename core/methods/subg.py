@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.dataset import Dataset
+from core.data.dataset import Dataset
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.selection_by_val import fit_selected
 

@@ -8,8 +8,8 @@ import sys
 import pandas as pd
 from tqdm import tqdm
 
-from core.analysis import TARGET
-from core.runs import Run, RunStore
+from core.pipeline.analysis import TARGET
+from core.runs.store import Run, RunStore
 from core.studies import table as tables
 from core.studies.grid import plan
 from core.studies.spec import load_study

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from core.config import AnalysisConfig, analysis_config, to_dict
-from core.dataset import metadata_path
-from core.runs import RunStore
+from core.data.validate import metadata_path
+from core.runs.store import RunStore
 from core.studies.spec import Study, ensure_data
 
 # Seconds per training example per epoch on one core when the work directory has no finished

@@ -1,6 +1,6 @@
 """One analysis's T ensemble members as Ray tasks (`d3m pipeline|analyze --members ray`).
 
-Injected into core.analysis.ensemble_scores (which does not know Ray): the dataset goes to the
+Injected into core.pipeline.analysis.ensemble_scores (which does not know Ray): the dataset goes to the
 workers once through the object store; each task trains its member (one torch thread),
 featurizes and scores it in a temporary folder and returns the state_dict and its τ
 (val x train, so memory per member is that of scores.npy); the driver writes the checkpoints
@@ -19,17 +19,17 @@ import numpy as np
 import ray
 import torch
 
-from core import analysis
-from core.analysis import Member, MemberResult
+from core.pipeline import analysis
+from core.pipeline.analysis import Member, MemberResult
 from core.attribution.trak import model_scores
 from core.config import AnalysisConfig
-from core.dataset import Dataset
-from core.models import build_model, pick_device
+from core.data.dataset import Dataset
+from core.train.models import build_model, pick_device
 from core.progress import Reporter, silent
-from core.runs import Run
+from core.runs.store import Run
 from core.studies.runner import MAX_RETRIES, connect
 from core.studies.study_runs import MEMBERS_TARGET
-from core.training import fit
+from core.train.training import fit
 
 TARGET = MEMBERS_TARGET
 
@@ -70,5 +70,5 @@ def ray_members(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig,
 
 
 def run_analysis_on_ray(run: Run, report: Reporter) -> None:
-    """Job target: core.analysis.run_analysis with its members on Ray."""
+    """Job target: core.pipeline.analysis.run_analysis with its members on Ray."""
     analysis.run_analysis(run, report, members=ray_members)

@@ -29,11 +29,11 @@ import ray
 import torch
 
 from core.config import to_dict
-from core.dataset import load_dataset
-from core.debias import debias_config
-from core.jobs import PROJECT_ROOT
+from core.data.dataset import load_dataset
+from core.pipeline.debias import debias_config
+from core.config import PROJECT_ROOT
 from core.progress import Reporter
-from core.runs import Run, RunStore
+from core.runs.store import Run, RunStore
 from core.studies import table as tables
 from core.studies.grid import Task, tasks
 from core.studies.spec import Study, ensure_data

@@ -9,8 +9,8 @@
     [analysis]                            # analysis settings: core.config.analysis_config's names
     data = "../sample_data"               #   (+ data, group_attribute); paths relative to this file
     epochs = 12
-    generate = "--classes 10 --bias-values 10 --conflict 0.01"  # optional: make `data` with
-                                          #   sample_data/make_sample.py these arguments when it is missing
+    generate = "--classes 10 --bias-values 10 --conflict 0.01"  # optional: make a missing `data`
+                                          #   folder with sample_data/make_sample.py and these arguments
 
     [params.d3m]                          # fixed options of one method
     beta = 1.0
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import DEFAULT_DATA, DataConfig, ModelConfig, TrainConfig, TrakConfig
-from core.methods import get_method
+from core.methods import DEFAULT_METHOD, get_method
 
 TOP_KEYS = {"title", "seeds", "methods", "control", "metrics", "analysis", "params", "grid", "variants"}
 METRICS = ("test_wga", "test_acc", "test_balanced_acc", "test_macro_f1", "val_wga", "n_removed",
@@ -136,50 +136,20 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     text = path.read_text()
     check = _Checker(path, text)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise StudyError(f"{path}: not valid TOML: {exc}") from None
+    raw = _parse(path, text)
     for key in sorted(set(raw) - TOP_KEYS):
         check.fail(key, f"unknown key; expected one of {', '.join(sorted(TOP_KEYS))}")
-    methods = tuple(_list(check, raw, "methods", str, ["d3m"]))
-    for m in methods:
-        try:
-            get_method(m)
-        except ValueError as exc:
-            check.fail("methods", str(exc))
+    methods = _methods(check, raw)
     seeds = tuple(_list(check, raw, "seeds", int, [0]))
-    metrics = tuple(_list(check, raw, "metrics", str, list(METRICS)))
-    for m in metrics:
-        if m not in METRICS and not m.startswith("info."):
-            check.fail("metrics", f"unknown metric {m!r}; metrics: {', '.join(METRICS)}, info.NAME")
+    metrics = _metrics(check, raw)
     analysis_table = dict(_table(check, raw, "analysis"))
     generate = analysis_table.pop("generate", None)
     if generate is not None:
         _check_generate(check, generate)
     analysis = _analysis(check, path, analysis_table, missing_ok=generate is not None)
-    params = _table(check, raw, "params")
-    for method, options in params.items():
-        if method not in methods or not isinstance(options, dict):
-            check.fail(f"params.{method}", f"expected a table of options of one of the study's methods {methods}")
-        for name, value in options.items():
-            check_option(check, name, method, name, value)
-    grid = _table(check, raw, "grid")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            check.fail(key, "a grid key needs a non-empty list of values")
-        for value in values:
-            check_key(check, methods, key, value)
-    variants = raw.get("variants", [])
-    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        check.fail("variants", "expected [[variants]] tables")
-    for variant in variants:
-        for key, value in variant.items():
-            if key == "label":
-                if not isinstance(value, str):
-                    check.fail(key, "a label is text")
-            else:
-                check_key(check, methods, key, value)
+    params = _params(check, raw, methods)
+    grid = _grid(check, raw, methods)
+    variants = _variants(check, raw, methods)
     control = raw.get("control", False)
     if not isinstance(control, bool):
         check.fail("control", f"{control!r} is not true or false")
@@ -207,6 +177,70 @@ def ensure_data(study: Study) -> None:
         from sample_data.make_sample import generate_from_args
 
         generate_from_args(root, study.generate.split())
+
+
+def _parse(path: Path, text: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _methods(check: _Checker, raw: dict) -> tuple[str, ...]:
+    """The study's methods, each a registered one."""
+    methods = tuple(_list(check, raw, "methods", str, [DEFAULT_METHOD]))
+    for m in methods:
+        try:
+            get_method(m)
+        except ValueError as exc:
+            check.fail("methods", str(exc))
+    return methods
+
+
+def _metrics(check: _Checker, raw: dict) -> tuple[str, ...]:
+    """The table's columns: names from METRICS or info.NAME."""
+    metrics = tuple(_list(check, raw, "metrics", str, list(METRICS)))
+    for m in metrics:
+        if m not in METRICS and not m.startswith("info."):
+            check.fail("metrics", f"unknown metric {m!r}; metrics: {', '.join(METRICS)}, info.NAME")
+    return metrics
+
+
+def _params(check: _Checker, raw: dict, methods: tuple[str, ...]) -> dict:
+    """[params.METHOD] tables: fixed options of the study's methods."""
+    params = _table(check, raw, "params")
+    for method, options in params.items():
+        if method not in methods or not isinstance(options, dict):
+            check.fail(f"params.{method}", f"expected a table of options of one of the study's methods {methods}")
+        for name, value in options.items():
+            check_option(check, name, method, name, value)
+    return params
+
+
+def _grid(check: _Checker, raw: dict, methods: tuple[str, ...]) -> dict:
+    """[grid]: each key a non-empty list of values, every value checked."""
+    grid = _table(check, raw, "grid")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            check.fail(key, "a grid key needs a non-empty list of values")
+        for value in values:
+            check_key(check, methods, key, value)
+    return grid
+
+
+def _variants(check: _Checker, raw: dict, methods: tuple[str, ...]) -> list[dict]:
+    """[[variants]]: each an optional text label and keys as in the grid, one value each."""
+    variants = raw.get("variants", [])
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        check.fail("variants", "expected [[variants]] tables")
+    for variant in variants:
+        for key, value in variant.items():
+            if key == "label":
+                if not isinstance(value, str):
+                    check.fail(key, "a label is text")
+            else:
+                check_key(check, methods, key, value)
+    return variants
 
 
 def _list(check: _Checker, raw: dict, key: str, kind: type, default: list) -> list:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import jobs
+from core.runs import jobs
 from core.progress import Reporter
-from core.runs import Run, RunStore
+from core.runs.store import Run, RunStore
 from core.studies import table as tables
 from core.studies.spec import Study, StudyError, load_study
 
-TARGET = "core.studies.runner:run_study"
-MEMBERS_TARGET = "core.studies.members:run_analysis_on_ray"  # an analysis with its members on Ray
+TARGET = "study"  # job names (core/runs/names.py JOBS)
+MEMBERS_TARGET = "analysis_on_ray"  # an analysis with its members on Ray
 
 
 def study_config(study: Study, ray_address: str | None = None, num_cpus: int | None = None) -> dict:
@@ -31,15 +31,8 @@ def start_study(store: RunStore, study: Study, *, ray_address: str | None = None
     """A study run, as a background job (or in this process with `inline`). A run of the same
     study still going is returned to be followed; finished cells are reused either way."""
     config = study_config(study, ray_address, num_cpus)
-    found = store.find_active("study", config)
-    if found is not None:
-        return found
-    run = store.create("study", config, label=study.title)
-    if inline:
-        jobs.run_inline(run, TARGET, report=report)
-    else:
-        jobs.start(run, TARGET)
-    return run
+    return jobs.get_or_start(store, "study", config, TARGET, lambda: store.create("study", config, label=study.title),
+                             reuse=("active",), resume=False, inline=inline, report=report)
 
 
 def study_of(run: Run) -> Study:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from core.io import write_csv_atomic
-from core.runs import Run, RunStore
+from core.runs.store import Run, RunStore
 
 ACCURACIES = ("test_wga", "test_acc", "test_balanced_acc", "test_macro_f1", "val_wga")
 

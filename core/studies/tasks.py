@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from core.analysis import start_analysis
+from core.pipeline.analysis import start_analysis
 from core.config import AnalysisConfig, from_dict
-from core.debias import start_debias
-from core.runs import RunStore
+from core.pipeline.debias import start_debias
+from core.runs.store import RunStore
 
 Files = dict[str, bytes]
 LEFT_BEHIND = ("ensemble/features_",)

@@ -5,8 +5,8 @@ import os
 import plotly.express as px
 import streamlit as st
 
-from core import jobs
-from core.jobs import PROJECT_ROOT
+from core.runs import jobs
+from core.config import PROJECT_ROOT
 from core.studies import study_runs as sr, table as tables
 from core.studies.grid import plan
 from dashboard import context, jobs_panel

@@ -3,7 +3,9 @@ import numpy as np
 import plotly.express as px
 import streamlit as st
 
-from core import annotations, views, views_selection as vs
+from core.runs import annotations
+
+from core.views import data as views, selection as vs
 from dashboard import context, jobs_panel, widgets
 
 PLOT_MAX = 5000  # points in the lasso plot: the most negative scores of the filtered examples

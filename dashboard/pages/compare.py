@@ -2,8 +2,9 @@
 import plotly.express as px
 import streamlit as st
 
-from core import views, views_runs as vr
-from core.methods import METHODS, ba_lora, ffw, pgd
+from core.views import data as views, runs as vr
+
+from core.methods import METHODS
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
@@ -34,31 +35,12 @@ if not points.empty:
     fig.update_xaxes(rangemode="tozero")
     st.plotly_chart(fig, width="stretch")
 
-pct = st.column_config.NumberColumn(format="percent")
-pgd_runs = pgd.report_table(ctx.store, analysis.id)
-if not pgd_runs.empty:
-    st.subheader("PGD: where the sampling mass went and its failure signature (validation)")
-    st.caption("PGD resamples toward the examples its GCE-trained biased model gets wrong. With a many-valued "
-               "bias (a conflicting example in a random other colour) that removes the shortcut; with a "
-               "two-valued bias every conflicting example carries the other value, and the debiased model "
-               "learns the reversed shortcut: minority groups far above majority groups.")
-    st.dataframe(pgd_runs, hide_index=True, width="stretch", key="compare_pgd",
-                 column_config={c: pct for c in pgd_runs.columns if "acc" in c or "share" in c or "mass on" in c})
-ffw_runs = ffw.report_table(ctx.store, analysis.id)
-if not ffw_runs.empty:
-    st.subheader("FFW: pruning and its failure signatures (validation)")
-    st.caption("The paper's failure signatures: task accuracy collapses, the bias stays extractable "
-               "(a head retrained on the pruned features still predicts it), or almost nothing is pruned.")
-    st.dataframe(ffw_runs, hide_index=True, width="stretch", key="compare_ffw",
-                 column_config={c: pct for c in ffw_runs.columns if c == "sparsity" or " acc " in c})
-lora_runs = ba_lora.report_table(ctx.store, analysis.id)
-if not lora_runs.empty:
-    st.subheader("BA-LoRA / LoRA: how far the adapted outputs moved from the base model (validation)")
-    st.caption("Distance: the consistency regulariser's MSE between L2-normalised logits; predictions changed: "
-               "the share of validation predictions that differ from the base model's. Outputs that stay at "
-               "the base model's corrected nothing.")
-    st.dataframe(lora_runs, hide_index=True, width="stretch", key="compare_lora",
-                 column_config={"predictions changed": pct})
+for report, rows in vr.method_reports(ctx.store, analysis.id, METHODS):
+    st.subheader(report.title)
+    st.caption(report.caption)
+    pct = st.column_config.NumberColumn(format="percent")
+    st.dataframe(rows, hide_index=True, width="stretch", key=f"compare_report_{report.title}",
+                 column_config={c: pct for c in rows.columns if c == "sparsity" or " acc " in c or c in report.percent})
 
 done = table[table["state"] == "done"]
 names = dict(zip(done["run"], done["name"]))

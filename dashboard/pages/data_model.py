@@ -2,8 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from core import views
-from core.dataset import DatasetError
+from core.views import data as views
+from core.errors import DatasetError
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()

@@ -2,10 +2,11 @@
 import plotly.express as px
 import streamlit as st
 
-from core import views, views_runs as vr, views_selection as vs
-from core.debias import start_debias
+from core.views import data as views, runs as vr, selection as vs
+from core.pipeline.debias import start_debias
 from core.methods import METHODS
-from core.summary import pipeline_summary
+from core.methods.selection import parse_k_sweep
+from core.views.summary import pipeline_summary
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
@@ -22,17 +23,16 @@ st.caption(f"{choice['title']} trains on {choice['trains_on']}.")
 n_train = len(context.array(analysis, "train_ids"))
 k, k_sweep = None, []
 if choice["needs"] == "k":
-    score = vr.score_for(name)
-    default_k = vs.alignment_summary(context.array(analysis, score))["negative"]
+    default_k = vs.alignment_summary(context.array(analysis, choice["alignment"]))["negative"]
     k = st.columns([3, 2])[0].slider("k: training examples to remove", 0, n_train, default_k, key=f"debias_k_{name}",
                   help=f"Default: the A_i < 0 heuristic (k = {default_k}).")
     st.caption(f"A_i < 0 heuristic: k = **{default_k:,}** of {n_train:,} training examples"
                f" ({default_k / n_train:.1%}).")
-    if name != "random":
+    if not choice["control"]:
         text = st.text_input("Or sweep k (comma-separated); the k with the best validation worst-group "
                              "accuracy is kept", key=f"debias_sweep_{name}", placeholder="e.g. 20, 50, 100")
         try:
-            k_sweep = vr.parse_k_sweep(text)
+            k_sweep = parse_k_sweep(text)
         except ValueError as exc:
             st.error(str(exc))
             st.stop()
@@ -51,7 +51,7 @@ elif choice["needs"] == "flagged":
 elif choice["needs"] == "cells":
     st.caption(f"Removes every training example of the {len(cells)} excluded subpopulation(s): "
                + "; ".join(vs.cell_key(c) for c in cells))
-if name == "auto_d3m":
+if choice["alignment"] == "auto_alignment":
     st.caption("Pseudo-groups: " + "; ".join(vs.pseudo_group_names(analysis)))
 options = {}
 if choice["options"]:
@@ -59,7 +59,7 @@ if choice["options"]:
         options = widgets.option_inputs(name, choice["options"])
 seeds = st.columns([3, 2])[0].multiselect("Seeds (one run each)", list(range(10)), default=[0], key="debias_seeds")
 control = st.checkbox("Also train a random control (removes as many random examples)", value=True,
-                      key="debias_control", disabled=not choice["removes"] or name == "random")
+                      key="debias_control", disabled=not choice["removes"] or choice["control"])
 if not choice["available"]:
     st.warning(f"{choice['title']}: {choice['note']}.")
 if st.button("Retrain", type="primary", disabled=not (choice["available"] and seeds), key="debias_start"):

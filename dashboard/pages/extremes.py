@@ -2,7 +2,9 @@
 their attributions, the 35% split, and the examples at both poles."""
 import streamlit as st
 
-from core import annotations, views_selection as vs
+from core.runs import annotations
+
+from core.views import selection as vs
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()

@@ -4,7 +4,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import annotations, views, views_selection as vs
+from core.runs import annotations
+
+from core.views import data as views, selection as vs
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()

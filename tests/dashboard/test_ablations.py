@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
+from core.runs import jobs
 from core.studies import study_runs as sr
 from core.studies.spec import load_study
-from tests.dashboard.conftest import open_app
+from tests.dashboard.fixtures import open_app
 
 STUDY = """\
 title = "{title}"

@@ -6,13 +6,15 @@ import shutil
 
 import pandas as pd
 
-from core import jobs, views, views_selection as vs
-from core.analysis import create_analysis_run
+from core.runs import jobs
+
+from core.views import data as views, selection as vs
+from core.pipeline.analysis import create_analysis_run
 from core.config import analysis_config
 from core.methods import METHODS
-from core.runs import RunStore
+from core.runs.store import RunStore
 from dashboard.widgets import pct
-from tests.dashboard.conftest import open_app
+from tests.dashboard.fixtures import open_app
 
 
 def metrics(at) -> dict:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
-from core import jobs
-from core.analysis import create_analysis_run
-from core.runs import RunStore
+from core.runs import jobs
+from core.pipeline.analysis import create_analysis_run
+from core.runs.store import RunStore
 from tests.conftest import tiny_config
-from tests.dashboard.conftest import open_app
+from tests.dashboard.fixtures import open_app
 
 
 def test_dead_analysis_shows_failed_and_resumes(monkeypatch, tiny, tmp_path):
@@ -16,7 +16,7 @@ def test_dead_analysis_shows_failed_and_resumes(monkeypatch, tiny, tmp_path):
     run = create_analysis_run(store, tiny_config(tiny.data_root, epochs=1))
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that no longer runs: the job "died"
-    run.set_status(state="running", stage="ERM training", pid=gone.pid, target="core.analysis:run_analysis")
+    run.set_status(state="running", stage="ERM training", pid=gone.pid, target="analysis")
     at = open_app(monkeypatch, tiny.data_root, tmp_path / "work")
     assert any("job process died" in e.value and run.id in e.value for e in at.error)
     at.button(key=f"resume-{run.id}").click().run()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core import jobs
-from core.methods import ba_lora, ffw, pgd
-from tests.dashboard.conftest import open_app
+from core.methods import METHODS, ba_lora, ffw_report, pgd
+from core.runs import jobs
+from core.views import runs as vr
+from tests.dashboard.fixtures import open_app
 
 SETTINGS = {  # method: (an option shown with its default, the value set, more options set)
     "pgd": (("text_input", "norm", "l2", "l1"), {"q": 0.5}),
@@ -40,7 +41,7 @@ def test_debias_page_runs_a_seed_method_with_its_settings(monkeypatch, tiny, tin
     assert runs.loc[run.id, "test_macro_f1"] == run.read_json("metrics")["test"]["macro_f1"]
     heading = {"pgd": "PGD: where the sampling mass went and its failure signature (validation)",
                "ffw": "FFW: pruning and its failure signatures (validation)",
-               "ba_lora": "BA-LoRA / LoRA: how far the adapted outputs moved from the base model (validation)"}
+               "ba_lora": "BA-LoRA: how far the adapted outputs moved from the base model (validation)"}
     headings = [h.value for h in at.subheader]
     assert heading[method] in headings
     shown = at.dataframe[1 + [h for h in headings if h in heading.values()].index(heading[method])].value
@@ -48,13 +49,13 @@ def test_debias_page_runs_a_seed_method_with_its_settings(monkeypatch, tiny, tin
     assert run.id in list(shown["run"])
     row = shown.set_index("run").loc[run.id]
     if method == "ffw":
-        expected = ffw.report_table(tiny_copy, tiny.analysis.id).set_index("run").loc[run.id]
+        expected = dict((r.title, rows) for r, rows in vr.method_reports(tiny_copy, tiny.analysis.id, METHODS))
+        expected = expected[heading["ffw"]].set_index("run").loc[run.id]
         assert row["structure"] == "structured" and row["sparsity"] == info["sparsity"] == expected["sparsity"]
-        assert row["failure signatures"] == (", ".join(ffw.signatures(info)) or "none")
+        assert row["failure signatures"] == (", ".join(ffw_report.signatures(info)) or "none")
     elif method == "pgd":
-        per_group = run.read_json("metrics")["val"]["per_group"]
         assert row["sampling mass on them"] == info["conflicting_mass"]
-        assert row["failure signatures"] == (", ".join(pgd.signatures(info, per_group)) or "none")
+        assert row["failure signatures"] == (", ".join(pgd.signatures(info)) or "none")
     else:
         assert row["predictions changed"] == info["predictions_changed_from_base"]
         assert row["failure signatures"] == (", ".join(ba_lora.signatures(info)) or "none")
