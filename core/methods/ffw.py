@@ -316,7 +316,7 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
     gate_opt = torch.optim.Adam(gated.m.parameters(), lr=params["gate_lr"], weight_decay=WEIGHT_DECAY)
     temperature = TemperatureOnPlateau(params["gate_patience"])
     hook = Penultimate(base)
-    labels = torch.as_tensor(data.labels)
+    labels = torch.as_tensor(np.array(data.labels))
     seed_everything(seed)
     schedule: list[dict] = []
     best_key, best_state = None, None
