@@ -195,7 +195,9 @@ def majority_groups(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def sampling_summary(h: np.ndarray, groups: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
     """Where the sampling mass goes: per group its share of h and of the training set, and the
-    mass on the conflicting (non-majority) groups over their share of the training set."""
+    mass on the conflicting (non-majority) groups over their share of the training set, and the
+    effective number of distinct examples the resampled batches draw from (1 / Σ h_i²: N for
+    uniform h, about the number of conflicting examples when they hold nearly all the mass)."""
     major = majority_groups(groups, labels)
     present = np.unique(groups)
     share = (~major).mean()
@@ -204,7 +206,8 @@ def sampling_summary(h: np.ndarray, groups: np.ndarray, labels: np.ndarray, name
             "majority_groups": sorted({names[g] for g in np.unique(groups[major])}),
             "conflicting_train_share": float(share),
             "conflicting_mass": float(h[~major].sum()),
-            "conflicting_mass_over_share": float(h[~major].sum() / share) if share else None}
+            "conflicting_mass_over_share": float(h[~major].sum() / share) if share else None,
+            "effective_sample_size": float(1.0 / np.square(h).sum())}
 
 
 def debiased_model(ctx: MethodContext, biased: nn.Module, params: dict, **hooks) -> tuple[nn.Module, int, dict]:
@@ -250,6 +253,7 @@ def row(config: dict, info: dict) -> dict:
             "conflicting train share": info.get("conflicting_train_share"),
             "sampling mass on them": info.get("conflicting_mass"),
             "mass / share": info.get("conflicting_mass_over_share"),
+            "effective examples (1/Σh²)": info.get("effective_sample_size"),
             "val acc majority groups": info.get("val_acc_majority_groups"),
             "val acc minority groups": info.get("val_acc_minority_groups"),
             "failure signatures": ", ".join(signatures(info)) or "none"}

@@ -136,6 +136,8 @@ def test_pgd_puts_its_sampling_mass_on_the_conflicting_examples(many_valued, tra
     assert 0.02 < is_conf.mean() < 0.1
     assert h[is_conf].sum() >= 10 * is_conf.mean()
     assert result.info["conflicting_mass"] == pytest.approx(h[is_conf].sum())  # its majority groups are the own colours
+    assert result.info["effective_sample_size"] == pytest.approx(1 / float((h ** 2).sum()))
+    assert result.info["effective_sample_size"] < len(h) / 2
     assert signatures(result.info) == []
 
 
