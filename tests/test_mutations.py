@@ -98,6 +98,14 @@ def refit_every_layer(dfr: Callable) -> Callable:
     return wrong
 
 
+def train_ids_for_fitting(real: Callable) -> Callable:
+    """val_fit_select whose fitting part is training examples (as many), the selection part kept."""
+    def wrong(ctx, fraction, seed_):
+        fit, select = real(ctx, fraction, seed_)
+        return ctx.train_idx[:len(fit)], select
+    return wrong
+
+
 def pissa_keeping_the_base(real: Callable) -> Callable:
     """PiSSA's adapters set from the SVD, but the base weight left whole (W + BA at the start)."""
     def wrong(layer):
@@ -214,8 +222,7 @@ MUTATIONS = [
                lambda env: seed.check_pgd_starts_from_the_biased_model(env.ctx)),)),
     Mutation("ffw-train-split", "FFW gates and bias head trained on the training split",
              "core.methods.frozen.val_fit_select",
-             lambda real: lambda ctx, fraction, seed_: (lambda fit, sel: (ctx.train_idx[:len(fit)], sel))(
-                 *real(ctx, fraction, seed_)),
+             train_ids_for_fitting,
              (("test_seed_methods::test_ffw_and_ba_lora_fit_on_balanced_validation",
                lambda env: seed.check_fits_on_balanced_validation(env.ctx, "ffw", seed.FAST_FFW)),)),
     Mutation("ffw-plain-sigmoid", "FFW gate σ(m/τ) instead of clamp(2σ(m/τ), 1)", "core.methods.ffw.gate",

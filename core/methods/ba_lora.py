@@ -49,7 +49,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -218,7 +217,7 @@ def fit_adapters(ctx: MethodContext, params: dict) -> tuple[Adapted, int, dict]:
     info = {**selector.info(), "selected_by": "worst-group accuracy (ties: average accuracy) on the selection "
                                               "part of validation",
             "trainable_params": trainable, "total_params": sum(p.numel() for p in model.parameters()),
-            "n_val_fit": int(len(fit_idx)), "n_val_select": int(len(sel_idx)), "alpha_used": alpha,
+            "n_val_fit": len(fit_idx), "n_val_select": len(sel_idx), "alpha_used": alpha,
             **output_distance(model, base_logits[torch.as_tensor(sel_idx)].numpy(), data.images, sel_idx, ctx.device)}
     return model, done, info
 

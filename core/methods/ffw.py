@@ -75,7 +75,14 @@ from core.data.dataset import Dataset
 from core.data.images import to_tensor
 from core.methods.base import MethodContext, MethodResult, register
 from core.methods.ffw_report import REPORT
-from core.methods.frozen import AlwaysEval, Penultimate, load_erm, penultimate, val_fit_select, val_groups_reason
+from core.methods.frozen import (
+    AlwaysEval,
+    Penultimate,
+    load_erm,
+    penultimate,
+    val_fit_select,
+    val_groups_reason,
+)
 from core.train.losses import mutual_information
 from core.train.metrics import group_metrics
 from core.train.training import predict_logits, seed_everything
@@ -413,7 +420,7 @@ def ffw(ctx: MethodContext, params: dict) -> MethodResult:
             "selected_epoch": kept["epoch"] if kept else None, "selected_val_wga": sel_metrics["wga"],
             "checkpoint_found": first["checkpoint_found"], "gate_epochs_run": len(schedule),
             "temperature_schedule": schedule, "sparsity_per_layer": gated.sparsity(),
-            "sparsity": gated.overall_sparsity(), "n_val_fit": int(len(fit_idx)), "n_val_select": int(len(sel_idx)),
+            "sparsity": gated.overall_sparsity(), "n_val_fit": len(fit_idx), "n_val_select": len(sel_idx),
             "bias_head_val_acc_before": first["bias_head_val_acc_before"],
             "bias_head_val_acc_after_retrained": head_accuracy(retrained, bottleneck(model, data.images, sel_idx, device),
                                                                b_sel),

@@ -5,9 +5,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.train.checkpoints import load_checkpoint
-from core.methods.base import MethodContext
 from core.data.images import to_tensor
+from core.methods.base import MethodContext
+from core.train.checkpoints import load_checkpoint
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -43,7 +43,7 @@ class AlwaysEval(nn.Module):
     model inside keeps its batch-norm statistics (buffers) bit-identical and its examples
     independent, while the trainable part (gates, adapters) still gets its gradients."""
 
-    def train(self, mode: bool = True) -> "AlwaysEval":
+    def train(self, mode: bool = True) -> AlwaysEval:
         return super().train(False)
 
 

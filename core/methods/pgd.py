@@ -61,16 +61,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.train import training
-from core.attribution.gradients import capture, layer_grads, layer_inputs, scoped_layers, true_class_prob
+from core.attribution.gradients import (
+    capture,
+    layer_grads,
+    layer_inputs,
+    scoped_layers,
+    true_class_prob,
+)
 from core.attribution.trak import proxy_model_config
-from core.train.losses import gce
+from core.data.images import to_tensor
 from core.methods.base import MethodContext, MethodResult, Report, register
 from core.methods.frozen import last_linear
 from core.methods.selection_by_val import EpochSelector, keep_best
-from core.train.models import build_model
 from core.progress import scaled
-from core.data.images import to_tensor
+from core.train import training
+from core.train.losses import gce
+from core.train.models import build_model
 from core.train.training import fit, predict_logits
 
 NORMS = ("l1", "l2", "linf")
@@ -241,8 +247,8 @@ def signatures(info: dict) -> list[str]:
     (minority) groups beat the majority groups on validation by more than REVERSED_GAP."""
     hi, lo = info.get("val_acc_majority_groups"), info.get("val_acc_minority_groups")
     if hi is not None and lo is not None and lo - hi > REVERSED_GAP:
-        return [f"reversed shortcut: minority groups {lo:.0%} vs majority groups {hi:.0%} "
-                "on validation (resampling taught the opposite bias)"]
+        return [(f"reversed shortcut: minority groups {lo:.0%} vs majority groups {hi:.0%} "
+                 "on validation (resampling taught the opposite bias)")]
     return []
 
 

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from core.config import DEFAULT_DATA, DataConfig, ModelConfig, TrainConfig, TrakConfig
 from core.methods import DEFAULT_METHOD, get_method
@@ -158,7 +159,7 @@ def load_study(path: str | Path) -> Study:
                  params, grid, tuple(variants), generate)
 
 
-def _check_generate(check: "_Checker", value: Any) -> None:
+def _check_generate(check: _Checker, value: Any) -> None:
     from sample_data.make_sample import parser
 
     if not isinstance(value, str):

@@ -49,7 +49,7 @@ def test_debias_page_runs_a_seed_method_with_its_settings(monkeypatch, tiny, tin
     assert run.id in list(shown["run"])
     row = shown.set_index("run").loc[run.id]
     if method == "ffw":
-        expected = dict((r.title, rows) for r, rows in vr.method_reports(tiny_copy, tiny.analysis.id, METHODS))
+        expected = {r.title: rows for r, rows in vr.method_reports(tiny_copy, tiny.analysis.id, METHODS)}
         expected = expected[heading["ffw"]].set_index("run").loc[run.id]
         assert row["structure"] == "structured" and row["sparsity"] == info["sparsity"] == expected["sparsity"]
         assert row["failure signatures"] == (", ".join(ffw_report.signatures(info)) or "none")

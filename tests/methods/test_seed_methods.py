@@ -17,12 +17,14 @@ from core import cli
 from core.data.dataset import Dataset
 from core.data.images import to_tensor
 from core.methods import METHODS, MethodContext
-from core.methods import ba_lora as ba_lora_module, ffw as ffw_module
+from core.methods import ba_lora as ba_lora_module
+from core.methods import ffw as ffw_module
 from core.methods.ba_lora import BALoRALoss, fit_adapters, warmup_cosine, with_adapters
 from core.methods.ffw import GatedModel, bias_attribute, gate, learn_gates
 from core.methods.frozen import penultimate, val_fit_select
 from core.methods.pgd import ce_grad_norms, importance, signatures
-from core.pipeline.analysis import TARGET as ANALYSIS_TARGET, create_analysis_run, load_run_dataset
+from core.pipeline.analysis import TARGET as ANALYSIS_TARGET
+from core.pipeline.analysis import create_analysis_run, load_run_dataset
 from core.pipeline.debias import TARGET, create_debias_run
 from core.progress import silent
 from core.runs import jobs
