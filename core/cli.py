@@ -168,7 +168,7 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 def cmd_methods(args: argparse.Namespace) -> None:
     """Each method, then each of its options: NAME=DEFAULT, what is allowed, what it sets."""
     for m in METHODS.values():
-        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info})")
+        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info}; trains on: {m.trains_on})")
         for name, option in m.options.items():
             print(option_line(name, option))
     print("every method also takes (default: the analysis's):")

@@ -3,7 +3,7 @@
 A method is one function `fn(ctx, params) -> MethodResult` registered under a name with
 the group information it uses (as Table 1 shows it: train/val) and its own options, each with
 its default and its domain (core/methods/options.py: `Option(0.7, gt=0, le=1, help=...)`, or a
-plain default), and optionally a `rule` between options; `Method.run` hands it the params
+plain default); `Method.run` hands it the params
 checked against those domains and completed, so the body does not check them again. Adding a
 method is adding one module to core/methods/ that calls `register`.
 
@@ -85,6 +85,14 @@ class MethodContext:
             groups, names = self.data.groups[self.val_idx], self.data.group_names
         return group_metrics(logits.argmax(1), self.data.labels[self.val_idx], groups, names)["wga"]
 
+    def val_score(self, model: torch.nn.Module, idx: np.ndarray | None = None) -> tuple[float, float]:
+        """(worst-group accuracy, average accuracy) on validation examples `idx` (ids; default
+        all of validation): an EpochSelector key whose average accuracy breaks WGA ties."""
+        idx = self.val_idx if idx is None else idx
+        logits = predict_logits(model, self.data.images, idx, self.device)
+        m = group_metrics(logits.argmax(1), self.data.labels[idx], self.data.groups[idx], self.data.group_names)
+        return m["wga"], m["acc"]
+
 
 @dataclass
 class MethodResult:
@@ -98,6 +106,7 @@ class MethodRefused(ValueError):
     """The method cannot run on this dataset; the message names what it needs."""
 
 
+TRAIN_SPLIT = "the training split"
 CONTROL = "random"  # the random-removal control a removal run gets (core/methods/random_removal.py)
 BASELINE = "erm"  # the analysis's own model, as the runs table names it (core/methods/erm.py)
 _RECIPE = TrainConfig()
@@ -117,6 +126,7 @@ class Report:
     title: str
     caption: str
     row: Callable[[dict, dict], dict]
+    percent: tuple[str, ...] = ()  # columns shown as percentages (besides "sparsity" and "... acc ...")
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ class Method:
     requires: Callable[[Dataset], str | None] | None = None  # why a dataset cannot be handled, or None
     alignment: str = "alignment"  # needs == "k": the analysis array whose A_i < 0 count is the default k
     report: Report | None = None  # the method's own Compare-page table, if it has one
-    rule: Callable[[dict], str | None] | None = None  # a constraint between options: what is wrong, or None
+    trains_on: str = TRAIN_SPLIT  # the data the method fits on (the Debias page and `d3m methods` say it)
 
     @property
     def control(self) -> bool:
@@ -163,16 +173,12 @@ class Method:
         """`params` checked and completed: an unknown name is an error naming it; each option is
         converted to its type (a comma-separated string to a list of floats) and refused outside
         its domain, in one line naming the method, the option, the value and what is allowed;
-        options not given take their defaults; then the method's rule between options."""
+        options not given take their defaults."""
         unknown = sorted(set(params) - set(self.parameters()))
         if unknown:
             raise ValueError(f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
                              f"its parameters: {', '.join(self.parameters())}")
-        resolved = {**self.defaults, **{k: self.check(k, v) for k, v in params.items()}}
-        problem = self.rule(resolved) if self.rule is not None else None
-        if problem:
-            raise ValueError(f"{self.name}: {problem}")
-        return resolved
+        return {**self.defaults, **{k: self.check(k, v) for k, v in params.items()}}
 
     def refusal(self, data: Dataset) -> str | None:
         """Why this method cannot run on `data` (one line naming what it needs), or None."""
@@ -194,14 +200,13 @@ METHODS: dict[str, Method] = {}
 
 def register(name: str, title: str, group_info: str, removes: bool = True, needs: str = "seed",
              options: dict | None = None, requires: Callable[[Dataset], str | None] | None = None,
-             alignment: str = "alignment", report: Report | None = None,
-             rule: Callable[[dict], str | None] | None = None):
+             alignment: str = "alignment", report: Report | None = None, trains_on: str = TRAIN_SPLIT):
     """Register `fn` as a method; `options` maps each option's name to an Option (default,
     domain, help) or a plain default (any value of its type)."""
     def wrap(fn: Callable[[MethodContext, dict], MethodResult]):
         declared = {key: as_option(spec) for key, spec in (options or {}).items()}
         METHODS[name] = Method(name, title, group_info, fn, removes, needs, declared, requires,
-                               alignment, report, rule)
+                               alignment, report, trains_on)
         return fn
     return wrap
 

@@ -100,6 +100,7 @@ def wga(x: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], w: n
 
 
 @register("dfr", "DFR (last-layer retraining)", group_info="no/yes", removes=False,
+          trains_on="the last layer on group-balanced draws from half of validation; the other half picks C",
           options={"penalty": Option("l1", choices=("l1", "l2"), help="the regression's penalty (DFR: l1)"),
                    "c_grid": Option(list(C_GRID), gt=0, help="inverse regularisation strengths C to try"),
                    "n_draws": Option(10, ge=1, help="balanced subsamples averaged per fit")})

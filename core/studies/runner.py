@@ -45,7 +45,7 @@ from core.studies.cluster import ClusterError, address, connect, nodes, shutdown
 from core.studies.grid import DEFAULT_RATE, Task, estimate_seconds, tasks
 from core.studies.nodes import check_nodes
 from core.studies.resources import task_options
-from core.studies.spec import Study
+from core.studies.spec import Study, ensure_data
 from core.studies.study_runs import study_of
 from core.studies.tasks import analysis_task, import_runs, method_task, pack
 
@@ -88,6 +88,7 @@ def execute(store: RunStore, study: Study, run: Run, report: Reporter, ensure_ra
             settings: dict | None = None) -> list[dict]:
     """Reuse what the store has, check the cluster, submit the rest, import results as they
     arrive; the records. `settings`: node_dir, gpus_per_task, members (see the module doc)."""
+    ensure_data(study)
     todo = tasks(study)
     records = [{"cell": t.cell.label, "method": t.cell.method, "seed": t.seed, "state": "pending",
                 "analysis": None, "run": None, "reused": False, "error": None, "traceback": None} for t in todo]

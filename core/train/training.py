@@ -56,7 +56,7 @@ def _batches(idx: np.ndarray, cfg: TrainConfig, steps: int, rng: np.random.Gener
 def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndarray,
           cfg: TrainConfig, device: torch.device, *, sample_probs: np.ndarray | None = None,
           loss_fn: LossFn | None = None, on_epoch: EpochHook | None = None,
-          report: Reporter = silent) -> int:
+          report: Reporter = silent, lr_lambda: Callable[[int], float] | None = None) -> int:
     """Train `model` in place on examples `idx`; return the number of optimizer steps.
 
     The recipe is cfg's: Adam or SGD with momentum, the step budget `steps_for(len(idx), cfg)`,
@@ -64,13 +64,15 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndar
     bfloat16 mixed precision (cfg.amp). Batches are read from `images` (a memory map) one ahead
     on a thread. `sample_probs` (aligned with idx) switches from shuffling to sampling with
     replacement. `loss_fn(logits, y, batch_ids)` replaces the mean cross-entropy.
-    `on_epoch(epoch, model)` runs after every full pass.
+    `on_epoch(epoch, model)` runs after every full pass. `lr_lambda(step)` multiplies the learning
+    rate of each step (a schedule; torch's LambdaLR).
     """
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     augment = torch.Generator().manual_seed(cfg.seed) if uses_augmentation(cfg.augment, model) else None
     model.to(device).train()
     opt = make_optimizer(model, cfg)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda) if lr_lambda is not None else None
     steps = steps_for(len(idx), cfg)
     per_epoch = math.ceil(len(idx) / cfg.batch_size)
     labels_t = torch.tensor(np.asarray(labels), dtype=torch.int64)
@@ -83,6 +85,8 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndar
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if schedule is not None:
+            schedule.step()
         done = step + 1
         if done % per_epoch == 0 or done == steps:
             report("training", done, steps)

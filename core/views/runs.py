@@ -32,7 +32,8 @@ def method_choices(methods: dict[str, Method], flagged: list[int], cells: list[d
         out.append({"name": m.name, "title": m.title, "group_info": m.group_info, "removes": m.removes,
                     "needs": needs, "available": size != 0 and reason is None,
                     "note": f"cannot run on this dataset: {reason}" if reason else note,
-                    "options": dict(m.options), "control": m.control, "alignment": m.alignment})
+                    "options": dict(m.options), "control": m.control, "alignment": m.alignment,
+                    "trains_on": m.trains_on})
     return out
 
 

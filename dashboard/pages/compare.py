@@ -40,7 +40,7 @@ for report, rows in context.run_views(ctx)["reports"]:
     st.caption(report.caption)
     pct = st.column_config.NumberColumn(format="percent")
     st.dataframe(rows, hide_index=True, width="stretch", key=f"compare_report_{report.title}",
-                 column_config={c: pct for c in rows.columns if c == "sparsity" or " acc " in c})
+                 column_config={c: pct for c in rows.columns if c == "sparsity" or " acc " in c or c in report.percent})
 
 done = table[table["state"] == "done"]
 names = dict(zip(done["run"], done["name"]))

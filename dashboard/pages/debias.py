@@ -19,6 +19,7 @@ name = st.radio("Method", list(choices), key="debias_method",
                 format_func=lambda n: f"{choices[n]['title']}  ·  group labels train/val: {choices[n]['group_info']}",
                 help="Group labels each method uses on the training / validation split (as in the paper's Table 1).")
 choice = choices[name]
+st.caption(f"{choice['title']} trains on {choice['trains_on']}.")
 n_train = len(context.array(analysis, "train_ids"))
 k, k_sweep = None, []
 if choice["needs"] == "k":

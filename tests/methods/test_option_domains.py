@@ -84,8 +84,6 @@ def test_number_input_bounds():
                             "(at least one)"),
     ("jtt", {"seed": -1}, "jtt parameter seed=-1 is not allowed: a whole number >= 0"),
     ("erm", {"lr": 0}, "erm parameter lr=0.0 is not allowed: a number > 0"),
-    ("ffw", {"tau_start": 1, "tau_end": 2}, "ffw: tau_end=2 is above tau_start=1: the temperature falls"),
-    ("ffw", {"tau_end": 2}, "ffw: tau_end=2 is above tau_start=1: the temperature falls"),
     ("groupdro", {"eta": "big"}, "groupdro parameter eta='big' is not a number"),
 ])
 def test_resolve_refuses_in_one_line(method, params, line):
@@ -96,8 +94,7 @@ def test_resolve_refuses_in_one_line(method, params, line):
 
 def test_values_inside_are_converted_and_completed():
     assert METHODS["pgd"].resolve({"q": "1", "biased_width": "0.5", "norm": "linf"}) == {
-        "q": 1.0, "norm": "linf", "grad_scope": "fc", "mode": "resample", "biased_width": 0.5}
-    assert METHODS["ffw"].resolve({"tau_start": 0.005, "tau_end": "0.005"})["tau_end"] == 0.005  # equal: allowed
+        "q": 1.0, "norm": "linf", "grad_scope": "fc", "mode": "resample", "init": "biased", "biased_width": 0.5}
     assert METHODS["d3m"].resolve({"beta": 0, "k": None}) == {"beta": 0.0, "k": None}
 
 

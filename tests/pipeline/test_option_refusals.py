@@ -57,9 +57,3 @@ def test_debias_refuses_before_a_run_folder(capsys, workdir, case):
               "--param", f"{case.name}={case.text}"])
     says(str(exit_info.value.code), case)
     assert sorted(p.name for p in (root / "runs").iterdir()) == before
-
-
-def test_a_rule_between_options_is_refused_before_the_analysis(capsys, tmp_path, tiny_sample):
-    err = refused(capsys, tmp_path / "wd", "pipeline", "--data", str(tiny_sample), "--method", "ffw",
-                  "--param", "tau_start=0.5", "--param", "tau_end=0.9")
-    assert err == "error: ffw: tau_end=0.9 is above tau_start=0.5: the temperature falls"

@@ -63,17 +63,3 @@ def test_a_negative_seed_is_refused_with_its_line(capsys, tmp_path, tiny_sample)
     text = STUDY.format(method="jtt", data=tiny_sample, tables="").replace("seeds = [0]", "seeds = [0, -1]")
     path, err = plan_refused(capsys, tmp_path, text)
     assert err == f"error: {path}:2: seeds: jtt parameter seed=-1 is not allowed: a whole number >= 0"
-
-
-def test_a_cell_against_the_rule_between_options(capsys, tmp_path, tiny_sample):
-    """FFW's tau_end <= tau_start is judged per cell, with the values the cell combines: a
-    variant below both defaults passes, a grid point above the variant's tau_start does not."""
-    ok = STUDY.format(method="ffw", data=tiny_sample, tables='\n[[variants]]\n"ffw.tau_start" = 0.005\n'
-                                                             '"ffw.tau_end" = 0.001\n')
-    (tmp_path / "ok.toml").write_text(ok)
-    main(["ablate", "--plan", str(tmp_path / "ok.toml"), "--workdir", str(tmp_path / "wd")])
-    assert "tau_start=0.005, tau_end=0.001" in capsys.readouterr().out
-    bad = ok.replace('"ffw.tau_end" = 0.001\n', "") + '\n[grid]\n"ffw.tau_end" = [0.001, 0.5]\n'
-    path, err = plan_refused(capsys, tmp_path, bad)
-    assert err == (f"error: {path}:{line_number(bad, '[grid]') + 1}: ffw.tau_end: ffw: tau_end=0.5 is above "
-                   "tau_start=0.005: the temperature falls (cell 'tau_start=0.005, tau_end=0.5')")
