@@ -253,7 +253,7 @@ MUTATIONS = [
              train_ids_for_fitting,
              (("test_seed_methods::test_ffw_and_ba_lora_fit_on_balanced_validation",
                lambda env: seed.check_fits_on_balanced_validation(env.ctx, "ffw", seed.FAST_FFW)),)),
-    Mutation("ffw-plain-sigmoid", "FFW gate σ(m/τ) instead of clamp(2σ(m/τ), 1)", "core.methods.ffw.gate",
+    Mutation("ffw-plain-sigmoid", "FFW gate σ(m/τ) instead of clamp(2σ(m/τ), 1)", "core.methods.ffw_gates.gate",
              lambda real: lambda m, tau: torch.sigmoid(m / tau),
              (("test_seed_methods::test_ffw_gates_start_at_the_erm_model",
                lambda env: seed.check_ffw_gates_start_at_the_erm_model()),)),

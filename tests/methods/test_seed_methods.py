@@ -20,7 +20,8 @@ from core.methods import METHODS, MethodContext
 from core.methods import ba_lora as ba_lora_module
 from core.methods import ffw as ffw_module
 from core.methods.ba_lora import BALoRALoss, fit_adapters, warmup_cosine, with_adapters
-from core.methods.ffw import GatedModel, bias_attribute, gate, learn_gates
+from core.methods.ffw import bias_attribute, learn_gates
+from core.methods.ffw_gates import GatedModel, gate
 from core.methods.frozen import penultimate, val_fit_select
 from core.methods.pgd import ce_grad_norms, importance, signatures
 from core.pipeline.analysis import TARGET as ANALYSIS_TARGET
