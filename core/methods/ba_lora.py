@@ -243,7 +243,7 @@ LORA_REPORT = Report("LoRA (every λ = 0): how far the adapted outputs moved fro
 OPTIONS = {"rank": Option(8, ge=1, help="rank of the LoRA adapters"),
            "alpha": Option(0.0, ge=0, help="LoRA alpha (0: alpha = rank, peft's scale 1)"),
            "init": Option("pissa", choices=INITS, help="adapter initialisation (official: PiSSA)"),
-           "adapt_last": Option(0, choices=(0, 1), help="1: adapt the final layer too"),
+           "adapt_last": Option(0, ge=0, le=1, help="1: adapt the final layer too"),
            "lr": Option(2e-5, gt=0, help="learning rate of the adapters"),
            "batch_size": Option(128, ge=1, help="examples per batch"),
            "steps": Option(0, ge=0, help="optimizer steps (0: the ERM step budget)"),

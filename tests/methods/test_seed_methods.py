@@ -522,7 +522,7 @@ def test_lora_is_ba_lora_with_every_lambda_zero(analysis, monkeypatch):
     monkeypatch.setattr(ba_lora_module, "BALoRALoss", lambda *a, **k: seen.append(a) or real(*a, **k))
     result = METHODS["lora"].run(ctx, {"seed": 0, "steps": 2})
     assert seen[0][1:4] == (0.0, 0.0, 0.0) and result.info["lambda_svd"] == 0.0
-    assert "lambda_svd" not in METHODS["lora"].options and METHODS["ba_lora"].options["lambda_svd"] == 1e-4
+    assert "lambda_svd" not in METHODS["lora"].options and METHODS["ba_lora"].options["lambda_svd"].default == 1e-4
 
 
 def test_warmup_cosine_is_hf_schedule():
