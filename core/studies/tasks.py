@@ -123,7 +123,17 @@ def workspace(key: str, driver_cache: str | None, configured: str | None = None)
         try:
             yield RunStore(root)
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            remove(root)
+
+
+def remove(root: Path) -> None:
+    """Remove a task folder by renaming it away first: a worker killed while deleting (a try
+    being stopped) leaves a hidden leftover, never a half-deleted folder that the next try
+    would take for runs to resume. Leftovers of earlier removals go too."""
+    trash = root.parent / f".removing-{root.name}-{secrets.token_hex(3)}"
+    root.rename(trash)
+    for folder in root.parent.glob(".removing-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def finished(run: Run) -> Run:

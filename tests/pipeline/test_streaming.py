@@ -23,6 +23,7 @@ CHILD = r"""
 import io, json, resource, sys
 from dataclasses import replace
 import numpy as np, pandas as pd, torch
+from core.attribution.factors import open_scores
 from core.config import analysis_config
 from core.pipeline.analysis import TARGET, create_analysis_run
 from core.runs import jobs
@@ -53,9 +54,9 @@ try:
     bites = False
 except MemoryError:
     bites = True
-scores = np.load(run.path / "scores.npy", mmap_mode="r")
+shape = open_scores(run.path).shape  # the factored scores; no dense matrix is formed
 print(json.dumps({"state": run.status()["state"], "images_bytes": images_bytes, "limit_bites": bites,
-                  "scores_shape": list(scores.shape), "n": n}))
+                  "scores_shape": list(shape), "n": n}))
 """
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 RAY_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "D3M_RAY_ADDRESS",
-            "D3M_NODE_DIR", "PYTHONPATH")
+            "D3M_NODE_DIR", "PYTHONPATH", "CUDA_VISIBLE_DEVICES")
 
 
 def free_port() -> int:

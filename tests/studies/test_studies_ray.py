@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.attribution.factors import open_scores
 from core.runs import jobs
 from core.pipeline.analysis import start_analysis
 from core.config import PROJECT_ROOT, analysis_config
@@ -269,4 +270,4 @@ def test_study_with_members_as_tasks(local_ray, tiny_sample, tmp_path):
             serial = start_analysis(RunStore(tmp_path / "serial"), cfg, inline=True)
     finally:
         torch.set_num_threads(threads)
-    np.testing.assert_array_equal(analysis.read_array("scores"), serial.read_array("scores"))
+    np.testing.assert_array_equal(open_scores(analysis.path).to_dense(), open_scores(serial.path).to_dense())
