@@ -1,16 +1,19 @@
 """What each Ray task asks for: GPUs when the cluster has them and the device allows, and its
-memory, estimated from the dataset's size, so Ray neither hides the GPUs (a task that asks for
+memory, estimated from the dataset's size and the factors' size, so Ray neither hides the GPUs (a task that asks for
 none gets CUDA_VISIBLE_DEVICES="" and trains on the CPU) nor packs more tasks onto a node than
 its memory holds.
 
 Memory of a task (bytes), the parts that grow with the data (n examples of S x S pixels, n_train
-and n_val in the splits, d = trak.proj_dim):
+and n_val in the splits, d = trak.proj_dim, T = trak.n_models):
   BASE                  a worker with torch and a small model loaded (the studies' peak_mb
                         column: 1.06-1.30 GB on the sample, BENCHMARKS.md)
   2 n S^2 3             the decoded images (uint8) and the float batches made from them
-  3 * 4 n_val n_train   an analysis's val x train scores: the memory-mapped file, its bytes
-                        packed to travel back, and their serialised copy (method task: 2 copies)
-  4 n_train d           one member's projected gradients (feature store, memory-mapped)
+  F = T (4 (n_train + n_val) d + 8 d^2) + 8 (T d)^2
+                        an analysis's factored scores (core/attribution/factors.py): per member
+                        Φ (train x d), Q (val x d) and ΦᵀΦ, and H over all members. An analysis
+                        task holds 3 F (the memory-mapped files, their bytes packed to travel
+                        back, and the serialised copy); a method task 2 F (the analysis it is
+                        sent, and its files); a member task 2 F at T = 1 without H
 """
 from __future__ import annotations
 
@@ -31,21 +34,22 @@ def images_bytes(n: int, image_size: int) -> int:
     return n * image_size * image_size * 3
 
 
-def scores_bytes(n_val: int, n_train: int) -> int:
-    """What an analysis's scores hold in memory (dense float32 val x train)."""
-    return 4 * n_val * n_train
+def factors_bytes(n_train: int, n_val: int, proj_dim: int, n_models: int, joint: bool = True) -> int:
+    """The bytes of an analysis's factors (`joint`: with H over all members)."""
+    members = n_models * (4 * (n_train + n_val) * proj_dim + 8 * proj_dim * proj_dim)
+    return members + (8 * (n_models * proj_dim) ** 2 if joint else 0)
 
 
-def task_memory(kind: str, n: int, n_train: int, n_val: int, image_size: int, proj_dim: int) -> int:
+def task_memory(kind: str, n: int, n_train: int, n_val: int, image_size: int, proj_dim: int,
+                n_models: int) -> int:
     """Estimated peak bytes of one task: kind "analysis", "member" or "method"."""
     images = 2 * images_bytes(n, image_size)
-    features = 4 * n_train * proj_dim
     if kind == "analysis":
-        return BASE + images + 3 * scores_bytes(n_val, n_train) + features
+        return BASE + images + 3 * factors_bytes(n_train, n_val, proj_dim, n_models)
     if kind == "member":
-        return BASE + images + 2 * scores_bytes(n_val, n_train) + features
+        return BASE + images + 2 * factors_bytes(n_train, n_val, proj_dim, 1, joint=False)
     if kind == "method":
-        return BASE + images + 2 * scores_bytes(n_val, n_train)
+        return BASE + images + 2 * factors_bytes(n_train, n_val, proj_dim, n_models)
     raise ValueError(f"unknown task kind {kind!r}: analysis, member or method")
 
 
@@ -71,10 +75,12 @@ def task_options(kind: str, cfg: AnalysisConfig, data: Dataset, fraction: float 
     cluster (no node with that much memory: ClusterError naming the need)."""
     live = nodes()
     n_train, n_val = len(data.idx("train")), len(data.idx("val"))
-    memory = task_memory(kind, len(data.split), n_train, n_val, cfg.data.image_size, cfg.trak.proj_dim)
+    memory = task_memory(kind, len(data.split), n_train, n_val, cfg.data.image_size, cfg.trak.proj_dim,
+                         cfg.trak.n_models)
     largest = max((n.memory for n in live), default=0.0)
     if memory > largest:
-        raise ClusterError(f"an {kind} task on {data.root} needs about {memory / GIB:.1f} GB (n = {len(data.split)}, "
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ClusterError(f"{article} {kind} task on {data.root} needs about {memory / GIB:.1f} GB (n = {len(data.split)}, "
                            f"{n_train} train x {n_val} val, {cfg.data.image_size} px) but the largest Ray node offers "
                            f"{largest / GIB:.1f} GB to tasks; add a larger node or lower the image size")
     gpus = gpus_per_task(cfg.train.device, sum(n.gpus for n in live), fraction)

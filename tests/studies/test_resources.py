@@ -33,16 +33,18 @@ def test_gpus_refused():
 
 
 def test_memory_grows_with_the_data():
-    # 10 images of 4 x 4 px, 6 train x 2 val, 3 projected dimensions, worked out by hand:
-    # images 2 * 10 * 4 * 4 * 3 = 960; scores 4 * 2 * 6 = 48 per copy; features 4 * 6 * 3 = 72
-    assert task_memory("analysis", 10, 6, 2, 4, 3) - BASE == 960 + 3 * 48 + 72
-    assert task_memory("member", 10, 6, 2, 4, 3) - BASE == 960 + 2 * 48 + 72
-    assert task_memory("method", 10, 6, 2, 4, 3) - BASE == 960 + 2 * 48
-    # CelebA: 162,770 train x 19,867 val scores are 12.9 GB dense; an analysis holds three copies
-    celeba = task_memory("analysis", 202_599, 162_770, 19_867, 64, 2048)
-    assert 3 * 12.9e9 < celeba < 3 * 12.9e9 + 8e9
+    # 10 images of 4 x 4 px, 6 train x 2 val, d = 3, T = 2, worked out by hand: images
+    # 2 * 10 * 4 * 4 * 3 = 960; one member's factors 4 * (6 + 2) * 3 + 8 * 3 * 3 = 168;
+    # H over both members 8 * (2 * 3)^2 = 288; all factors 2 * 168 + 288 = 624
+    assert task_memory("analysis", 10, 6, 2, 4, 3, 2) - BASE == 960 + 3 * 624
+    assert task_memory("member", 10, 6, 2, 4, 3, 2) - BASE == 960 + 2 * 168
+    assert task_memory("method", 10, 6, 2, 4, 3, 2) - BASE == 960 + 2 * 624
+    # CelebA (162,770 train, 19,867 val, T = 5, d = 2048): 7.5 GB of Φ and Q, 0.84 GB of H; an
+    # analysis holds three copies, never the 12.9 GB of a dense val x train matrix
+    celeba = task_memory("analysis", 202_599, 162_770, 19_867, 32, 2048, 5)
+    assert 3 * 8.4e9 < celeba < 3 * 8.5e9 + 3e9
     with pytest.raises(ValueError, match="unknown task kind"):
-        task_memory("erm", 1, 1, 1, 1, 1)
+        task_memory("erm", 1, 1, 1, 1, 1, 1)
 
 
 def described(monkeypatch, *live: Node) -> None:
@@ -62,14 +64,16 @@ def test_task_options_and_the_memory_refusal(name, request, monkeypatch):
     n, n_train, n_val = len(data.split), len(data.idx("train")), len(data.idx("val"))
     described(monkeypatch, node(gpus=2))
     options = resources.task_options("analysis", cfg, data)
-    assert options == {"num_gpus": 1.0, "memory": task_memory("analysis", n, n_train, n_val, 32, cfg.trak.proj_dim)}
-    described(monkeypatch, node(memory=BASE + 1), node(memory=2 * GIB, name="big"))
+    assert options == {"num_gpus": 1.0, "memory": task_memory("analysis", n, n_train, n_val, 32, cfg.trak.proj_dim,
+                                                                        cfg.trak.n_models)}
+    described(monkeypatch, node(memory=BASE + 1), node(memory=8 * GIB, name="big"))
     assert resources.task_options("method", cfg, data, 0.5) == {
-        "num_gpus": 0.0, "memory": task_memory("method", n, n_train, n_val, 32, cfg.trak.proj_dim)}
+        "num_gpus": 0.0, "memory": task_memory("method", n, n_train, n_val, 32, cfg.trak.proj_dim,
+                                                  cfg.trak.n_models)}
     huge = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=2048))
     with pytest.raises(ClusterError, match=rf"^an analysis task on {root} needs about \d+\.\d GB \(n = {n}, "
                                            rf"{n_train} train x {n_val} val, 2048 px\) but the largest Ray node "
-                                           r"offers 2\.0 GB to tasks"):
+                                           r"offers 8\.0 GB to tasks"):
         resources.task_options("analysis", huge, data)
 
 

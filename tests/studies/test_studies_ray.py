@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 
-from core.attribution.factors import open_scores
 from core.runs import jobs
 from core.pipeline.analysis import start_analysis
 from core.config import PROJECT_ROOT, analysis_config
@@ -253,7 +252,7 @@ def test_ensemble_members_on_ray_equal_the_serial_loop(local_ray, tiny_sample, t
 
 def test_study_with_members_as_tasks(local_ray, tiny_sample, tmp_path):
     """`members = "ray"`: the analysis task waits for its members, themselves Ray tasks (it gives
-    its CPU back meanwhile); the scores are the serial loop's."""
+    its CPU back meanwhile); the factors and alignment are the serial loop's."""
     from threadpoolctl import threadpool_limits
 
     study = load_study(study_file(tmp_path, tiny_sample, '[[variants]]\nlabel = "T=2"\n"analysis.n_models" = 2\n'))
@@ -270,4 +269,6 @@ def test_study_with_members_as_tasks(local_ray, tiny_sample, tmp_path):
             serial = start_analysis(RunStore(tmp_path / "serial"), cfg, inline=True)
     finally:
         torch.set_num_threads(threads)
-    np.testing.assert_array_equal(open_scores(analysis.path).to_dense(), open_scores(serial.path).to_dense())
+    for name in ("ensemble/factors/q_0.npy", "ensemble/factors/q_1.npy", "ensemble/factors/gram_b.npy"):
+        np.testing.assert_array_equal(np.load(analysis.file(name)), np.load(serial.file(name)))
+    np.testing.assert_array_equal(analysis.read_array("alignment"), serial.read_array("alignment"))
