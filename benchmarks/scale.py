@@ -7,11 +7,12 @@ Generates a dataset of that size with the sample's generator (sample_data/make_s
 32 px; kept in --data-dir and reused by a later run of the same size), then, in a fresh
 process, runs the analysis with default settings (ERM, T = 5 members, attribution kept
 factored, selections) and D3M and Auto-D3M (one retrain each, no random control), while a
-thread samples the process's RSS every 0.2 s and files each sample under the stage the run's
-status names. Then the same at the built-in sample's default scale (3,000 / 400 / 800) for
-comparison, unless --no-default. Prints each stage's wall time and peak RSS; the last line is
-one JSON object: train, val, test, peak_rss_mb, selections_s, analysis_s, total_s, stages,
-the analysis's own timings, and "default" (the same at the default scale).
+thread samples the process's RSS every 0.2 s and files each sample under the step running
+(data, erm, members, attribution, selections, d3m, auto_d3m). Then the same at the built-in
+sample's default scale (3,000 / 400 / 800) for comparison, unless --no-default. Prints each
+stage's wall time and peak RSS; the last line is one JSON object: train, val, test,
+peak_rss_mb, selections_s, analysis_s, total_s, stages, the analysis's own timings, and
+"default" (the same at the default scale).
 
 --synthetic measures the selection step alone (H = BᵀB, alignment, Auto-D3M, subpopulations)
 on random factors of the default's shapes at these sizes: nothing is generated or trained.
@@ -27,6 +28,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from contextlib import ExitStack
+from typing import Callable
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -36,6 +40,7 @@ from core.attribution.factors import FOLDER as FACTORS, FactorStore
 from core.attribution.store import save_store
 from core.config import analysis_config
 from core.data.dataset import Dataset
+from core.pipeline import analysis as analysis_job
 from core.pipeline.analysis import TARGET as ANALYSIS, create_analysis_run, write_selections
 from core.pipeline.debias import TARGET as DEBIAS, create_debias_run
 from core.runs import jobs
@@ -63,25 +68,11 @@ def memory_mb(field: str) -> float:
     return float("nan")
 
 
-def stage_of(status: dict) -> str:
-    """The benchmark's stage for a run's status stage."""
-    stage = status.get("stage") or ""
-    if stage.startswith("ERM"):
-        return "erm"
-    if stage.startswith("model "):
-        return "attribution" if ("featuriz" in stage or "scoring" in stage) else "members"
-    if stage.startswith("ensemble"):
-        return "attribution"
-    if stage.startswith("selections"):
-        return "selections"
-    return "data"
-
-
 class Sampler:
-    """RSS every `period` s, the peak and the time spent filed under the current stage."""
+    """RSS every `period` s, the peak and the time spent filed under the current `stage`."""
 
     def __init__(self, period: float = 0.2):
-        self.period, self.stage, self.run = period, "data", None
+        self.period, self.stage = period, "data"
         self.stages: dict[str, dict] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -89,17 +80,19 @@ class Sampler:
     def _loop(self) -> None:
         last = time.perf_counter()
         while not self._stop.is_set():
-            if self.run is not None and self.stage not in ("d3m", "auto_d3m"):
-                try:
-                    self.stage = stage_of(self.run.status())
-                except (OSError, ValueError):
-                    pass
             now = time.perf_counter()
             entry = self.stages.setdefault(self.stage, {"wall_s": 0.0, "peak_rss_mb": 0.0})
             entry["wall_s"] += now - last
             entry["peak_rss_mb"] = max(entry["peak_rss_mb"], memory_mb("VmRSS"))
             last = now
             time.sleep(self.period)
+
+    def entering(self, fn: Callable, stage: Callable[[], str]) -> Callable:
+        """fn, setting the stage (stage() at each call) as it starts."""
+        def wrapped(*args, **kwargs):
+            self.stage = stage()
+            return fn(*args, **kwargs)
+        return wrapped
 
     def __enter__(self) -> "Sampler":
         self._thread.start()
@@ -110,14 +103,31 @@ class Sampler:
         self._thread.join()
 
 
+def watch_stages(sampler: Sampler, patches: ExitStack) -> None:
+    """File samples under the analysis step running: the first fit is the ERM (then its
+    evaluation), later ones the members; factors and H are attribution; then the selections.
+    (The run's status cannot tell: training reports once per epoch.)"""
+    fits = [0]
+
+    def fit_stage() -> str:
+        fits[0] += 1
+        return "erm" if fits[0] == 1 else "members"
+
+    for owner, name, stage in ((analysis_job, "fit", fit_stage),
+                               (analysis_job, "model_factors", lambda: "attribution"),
+                               (FactorStore, "finish", lambda: "attribution"),
+                               (analysis_job, "write_selections", lambda: "selections")):
+        patches.enter_context(mock.patch.object(owner, name, sampler.entering(getattr(owner, name), stage)))
+
+
 def pipeline(root: Path, workdir: Path, epochs: int | None) -> dict:
     """The analysis, D3M and Auto-D3M in this process, measured (the worker's job)."""
     store = RunStore(workdir)
     cfg = analysis_config(root, epochs=epochs)
     t0 = time.perf_counter()
-    with Sampler() as sampler:
+    with Sampler() as sampler, ExitStack() as patches:
+        watch_stages(sampler, patches)
         analysis: Run = create_analysis_run(store, cfg)
-        sampler.run = analysis
         jobs.run_inline(analysis, ANALYSIS)
         t_analysis = time.perf_counter() - t0
         for method in ("d3m", "auto_d3m"):
