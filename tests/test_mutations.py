@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import math
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -31,11 +32,13 @@ from core.progress import silent
 from core.runs.store import Run, RunStore
 from core.data.images import to_tensor
 from tests.methods import test_baselines as baselines
+from tests.methods import test_seed_methods as seed
 from tests.train import test_metrics as metrics
 from tests.pipeline import test_pipeline as pipeline
 from tests.methods import test_selection as sel
 from tests.attribution import test_factored as factored
 from tests.attribution import test_trak_lr as trak_lr
+from tests.views import test_distributions as dists
 
 
 @dataclass
@@ -97,6 +100,24 @@ def refit_every_layer(dfr: Callable) -> Callable:
             F.cross_entropy(model(x), y).backward()
             opt.step()
         return replace(result, model=model.eval())
+    return wrong
+
+
+def train_ids_for_fitting(real: Callable) -> Callable:
+    """val_fit_select whose fitting part is training examples (as many), the selection part kept."""
+    def wrong(ctx, fraction, seed_):
+        fit, select = real(ctx, fraction, seed_)
+        return ctx.train_idx[:len(fit)], select
+    return wrong
+
+
+def pissa_keeping_the_base(real: Callable) -> Callable:
+    """PiSSA's adapters set from the SVD, but the base weight left whole (W + BA at the start)."""
+    def wrong(layer):
+        base = layer.get_base_layer()
+        kept = base.weight.data.clone()
+        real(layer)
+        base.weight.data = kept
     return wrong
 
 
@@ -206,6 +227,50 @@ MUTATIONS = [
     Mutation("dfr-every-layer", "DFR refitting every layer", "method:dfr", refit_every_layer,
              (("test_baselines::test_dfr_changes_only_the_last_layer",
                lambda env: baselines.check_dfr_changes_only_the_last_layer(env.ctx)),)),
+    Mutation("histogram-unclipped", "A_i histogram binned over the full range (tails not clipped)",
+             "core.views.distributions.histogram",
+             lambda real: lambda values, colors, bins=40, tail=0.0: real(values, colors, bins, 0.0),
+             (("test_distributions::test_clipped_histogram_counts_the_tails_in_labelled_edge_bins",
+               lambda env: dists.test_clipped_histogram_counts_the_tails_in_labelled_edge_bins()),
+              ("test_distributions::test_clipped_bins_make_a_heavy_tailed_distribution_readable",
+               lambda env: dists.test_clipped_bins_make_a_heavy_tailed_distribution_readable()))),
+    Mutation("jaccard-dice", "removal-set overlap as Dice (2 x intersection / sum of sizes), not Jaccard",
+             "core.views.runs.jaccard_matrix", lambda real: lambda runs: 2 * real(runs) / (1 + real(runs)),
+             (("test_distributions::test_jaccard_matrix_of_many_runs_equals_set_arithmetic",
+               lambda env: dists.test_jaccard_matrix_of_many_runs_equals_set_arithmetic(
+                   Path(tempfile.mkdtemp(dir=env.tmp)))),)),
+    Mutation("pgd-per-batch", "PGD importance normalised per batch of 32", "core.methods.pgd.importance",
+             lambda real: lambda norms: np.concatenate([real(norms[i:i + 32]) for i in range(0, len(norms), 32)])
+             / math.ceil(len(norms) / 32),
+             (("test_seed_methods::test_pgd_weights_are_normalised_ce_gradient_norms",
+               lambda env: seed.check_pgd_importance()),)),
+    Mutation("pgd-fresh-debiased", "PGD debiased model from a fresh initialisation", "core.methods.pgd.debiased_model",
+             lambda real: lambda ctx, biased, params, **hooks: real(ctx, biased, {**params, "init": "fresh"}, **hooks),
+             (("test_seed_methods::test_pgd_debiased_model_starts_from_the_biased_model",
+               lambda env: seed.check_pgd_starts_from_the_biased_model(env.ctx)),)),
+    Mutation("ffw-train-split", "FFW gates and bias head trained on the training split",
+             "core.methods.frozen.val_fit_select",
+             train_ids_for_fitting,
+             (("test_seed_methods::test_ffw_and_ba_lora_fit_on_balanced_validation",
+               lambda env: seed.check_fits_on_balanced_validation(env.ctx, "ffw", seed.FAST_FFW)),)),
+    Mutation("ffw-plain-sigmoid", "FFW gate σ(m/τ) instead of clamp(2σ(m/τ), 1)", "core.methods.ffw_gates.gate",
+             lambda real: lambda m, tau: torch.sigmoid(m / tau),
+             (("test_seed_methods::test_ffw_gates_start_at_the_erm_model",
+               lambda env: seed.check_ffw_gates_start_at_the_erm_model()),)),
+    Mutation("ffw-no-mi", "FFW without the mutual-information term", "core.train.losses.mutual_information",
+             lambda real: lambda b, probs, n_values, eps=1e-12: 0.0 * real(b, probs, n_values, eps),
+             (("test_seed_methods::test_ffw_removes_the_bias_channel_as_gamma_grows",
+               lambda env: seed.check_ffw_removes_the_bias_channel()),)),
+    Mutation("ba-lora-consistency-sign", "BA-LoRA consistency sign flipped", "core.train.losses.consistency",
+             lambda real: lambda adapted, base, kind="mse": -real(adapted, base, kind),
+             (("test_seed_methods::test_each_regulariser_moves_its_quantity",
+               lambda env: seed.check_regularisers_move_their_quantities()),
+              ("test_seed_methods::test_ba_lora_loss_is_ce_plus_the_official_terms_and_lambda_zero_drops_a_term",
+               lambda env: seed.check_ba_lora_loss_by_hand()))),
+    Mutation("ba-lora-no-residual", "BA-LoRA PiSSA without the residual in the base weights",
+             "core.methods.ba_lora.pissa_init", pissa_keeping_the_base,
+             (("test_seed_methods::test_pissa_init_reproduces_the_base_model",
+               lambda env: seed.check_pissa_reproduces_the_base_model()),)),
     Mutation("control-k", "random control drawing a different k", "method:random",
              lambda real: lambda ctx, params: real(ctx, {**params, "k": params["k"] + 1}),
              (("test_pipeline::test_d3m_removes_most_negative_and_gets_a_random_control",

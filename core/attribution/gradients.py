@@ -40,8 +40,28 @@ def true_class_prob(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
 
 
+AUTO_ALL_FROM = 10_000  # scope "auto": all layers from this many train examples (BENCHMARKS.md, attribution)
+
+
+def resolve_scope(scope: str, n_train: int) -> str:
+    """The gradient scope used for `n_train` train examples: "auto" is the final layer below
+    AUTO_ALL_FROM train examples and all layers from there; any other scope is used as given.
+
+    Why (BENCHMARKS.md, "Attribution: cost and fidelity"): at 3,000 train examples the final
+    layer's exact gradient has the best LDS (0.310 vs 0.237 for all layers at T = 5) and costs
+    0.94 epochs against 1.87; at 20,000 all layers win (0.203 vs 0.157, traker 0.206) at 1.45
+    epochs. The switch point between the two measured sizes is provisional.
+    """
+    if scope != "auto":
+        return scope
+    if n_train < 0:
+        raise ValueError(f"n_train must be >= 0, got {n_train}")
+    return "all" if n_train >= AUTO_ALL_FROM else "last"
+
+
 def scoped_layers(model: nn.Module, scope: str) -> list[tuple[str, nn.Module]]:
-    """Linear/conv layers in definition order, cut to the scope: all | last | last:N."""
+    """Linear/conv layers in definition order, cut to the scope: all | last | last:N
+    ("auto" must be resolved first, by resolve_scope)."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
     if scope == "all":
         return layers
@@ -49,7 +69,7 @@ def scoped_layers(model: nn.Module, scope: str) -> list[tuple[str, nn.Module]]:
         return layers[-1:]
     if scope.startswith("last:") and scope[5:].isdigit() and int(scope[5:]) > 0:
         return layers[-int(scope[5:]):]
-    raise ValueError(f"unknown gradient scope {scope!r}: use all, last or last:N")
+    raise ValueError(f"unknown gradient scope {scope!r}: use auto, all, last or last:N")
 
 
 def layer_dims(module: nn.Module) -> tuple[int, int]:

@@ -20,10 +20,14 @@ def array_chunks(features: np.ndarray, chunk: int) -> Iterator[tuple[int, np.nda
         yield start, np.asarray(features[start:start + chunk])
 
 
+ACCUMULATE_ROWS = 512  # rows converted to float64 at a time: a 4,096-row chunk would copy 8x more
+
+
 def accumulate(gram_matrix: np.ndarray, block: np.ndarray) -> None:
-    """gram_matrix += blockᵀ block, in float64."""
-    block = np.asarray(block, dtype=np.float64)
-    gram_matrix += block.T @ block
+    """gram_matrix += blockᵀ block, in float64 (converted a few rows at a time)."""
+    for start in range(0, len(block), ACCUMULATE_ROWS):
+        rows = np.asarray(block[start:start + ACCUMULATE_ROWS], dtype=np.float64)
+        gram_matrix += rows.T @ rows
 
 
 def gram(features: np.ndarray, chunk: int = 4096) -> np.ndarray:

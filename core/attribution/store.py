@@ -149,7 +149,7 @@ def _write(path: Path, model: nn.Module, featurizer, images: np.ndarray, idx: np
                 probs[start:start + rows] = featurize(
                     model, featurizer, images, idx[start:start + rows], labels, batch_size, device,
                     _offset(report, start, n), out=block)
-                fh.write(block.tobytes())
+                fh.write(memoryview(block).cast("B"))  # the bytes without a copy (tobytes makes one)
                 fh.flush()
                 os.fsync(fh.fileno())
                 write_npy_atomic(marker, probs[start:start + rows])

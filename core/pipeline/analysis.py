@@ -24,6 +24,7 @@ import torch
 from core.runs import jobs, stages
 
 from core.methods import selection
+from core.attribution.gradients import resolve_scope
 from core.attribution.factors import FOLDER as FACTORS, FactorStore, open_scores
 from core.attribution.scores import Scores
 from core.attribution.store import save_store
@@ -108,7 +109,8 @@ def run_analysis(run: Run, report: Reporter, members: MemberRunner | None = None
     timings["selections"] = time.perf_counter() - start
     epochs_done = erm_info["steps"] / math.ceil(len(train_idx) / cfg.train.batch_size)
     run.write_json("metrics", {**ev, "steps": erm_info["steps"], "timings": timings, "device": str(device),
-                               "epoch_seconds": erm_info["seconds"] / epochs_done})
+                               "epoch_seconds": erm_info["seconds"] / epochs_done,
+                               "trak_scope": resolve_scope(cfg.trak.scope, len(train_idx))})
 
 
 def write_ids(run: Run, data: Dataset) -> None:

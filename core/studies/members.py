@@ -27,6 +27,7 @@ from core.data.dataset import Dataset
 from core.train.models import build_model, pick_device
 from core.progress import Reporter, silent
 from core.runs.store import Run
+from core.studies.resources import assigned_gpus, check_gpu, task_options
 from core.studies.runner import MAX_RETRIES, connect
 from core.studies.study_runs import MEMBERS_TARGET
 from core.train.training import fit
@@ -37,6 +38,7 @@ TARGET = MEMBERS_TARGET
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
 def _member(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig, member: Member) -> dict:
     torch.set_num_threads(1)
+    check_gpu()
     device = pick_device(cfg.train.device)
     train_idx, val_idx = data.idx("train"), data.idx("val")
     trained = fit(data, train_idx[member.subset], member_cfg, replace(cfg.train, seed=member.seed), device, silent)
@@ -58,10 +60,11 @@ def ray_members(data: Dataset, cfg: AnalysisConfig, member_cfg: AnalysisConfig,
     started = connect()
     try:
         shared = ray.put(replace(data, images=np.array(data.images)))
-        refs = [_member.remote(shared, cfg, member_cfg, m) for m in members]
+        options = task_options("member", cfg, data, assigned_gpus())  # a GPU share like the analysis's
+        refs = [_member.options(**options).remote(shared, cfg, member_cfg, m) for m in members]
         for ref in refs:
             out = ray.get(ref)
-            model = build_model(member_cfg.model, data.n_classes, cfg.data.image_size)
+            model = build_model(member_cfg.model, data.n_classes, cfg.data.image_size, load_weights=False)
             model.load_state_dict(torch.load(io.BytesIO(out["state_dict"]), weights_only=True))
             yield MemberResult(out["t"], model.eval(), out["features"], out["p"], out["q"], out["train_seconds"],
                                out["featurize_seconds"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.attribution.gradients import make_featurizer
+from core.attribution.gradients import make_featurizer, resolve_scope
 from core.attribution.scorer import gram, scores, solve_targets
 from core.attribution.store import FeatureConfigMismatch, featurize
 from core.attribution.trak import model_scores
@@ -37,7 +37,7 @@ def run(problem, folder, cfg: TrakConfig, seed: int = 7) -> np.ndarray:
 def in_memory(problem, cfg: TrakConfig, seed: int = 7) -> np.ndarray:
     """The unchunked formula, written out: 0.5 · G (ΦᵀΦ + λI)⁻¹ Φᵀ diag(1 - p)."""
     model, images, labels, train_idx, target_idx = problem
-    feat = make_featurizer(model, cfg.projector, cfg.scope, cfg.proj_dim, seed)
+    feat = make_featurizer(model, cfg.projector, resolve_scope(cfg.scope, len(train_idx)), cfg.proj_dim, seed)
     phi = np.zeros((len(train_idx), feat.dim), np.float32)
     p = featurize(model, feat, images, train_idx, labels, 1000, torch.device("cpu"), out=phi)
     g = np.zeros((len(target_idx), feat.dim), np.float32)
