@@ -142,13 +142,15 @@ def pipeline(root: Path, workdir: Path, epochs: int | None) -> dict:
 
 def synthetic_factors(folder: Path, n: int, m: int, rng: np.random.Generator, members: int = 5,
                       k: int = 258) -> tuple[FactoredScores, float]:
-    """Random factors of the default's shapes in an analysis folder (nothing trained), and the
-    seconds H = BᵀB took: T members of k = 129 x 2 final-layer features whose two output rows
-    cancel (as a binary margin gradient's do). Also usable for a synthetic analysis's pages."""
+    """Random factors in an analysis folder (nothing trained), and the seconds H = BᵀB took:
+    T members of k features; k = 258 (the default): the binary final layer's 129 x 2, whose two
+    output rows cancel (as a margin gradient's do); any other k: full-rank features, as all
+    layers give (1,730 for the small CNN at proj_dim 2048). Also usable for a synthetic
+    analysis's pages."""
     for t in range(members):
         half = rng.normal(size=(n, k // 2)).astype(np.float32)
-        save_store(folder / f"ensemble/features_{t}", {"seed": t}, np.hstack([half, -half]),
-                   rng.uniform(0.05, 0.95, n).astype(np.float32))
+        phi = np.hstack([half, -half]) if k == 258 else rng.normal(size=(n, k)).astype(np.float32)
+        save_store(folder / f"ensemble/features_{t}", {"seed": t}, phi, rng.uniform(0.05, 0.95, n).astype(np.float32))
     store = FactorStore(folder / FACTORS, {"n": n, "m": m, "members": [
         {"features": f"features_{t}", "seed": t} for t in range(members)]})
     for t in range(members):
@@ -157,12 +159,12 @@ def synthetic_factors(folder: Path, n: int, m: int, rng: np.random.Generator, me
     return store.finish(), time.perf_counter() - t0
 
 
-def synthetic_selections(counts: dict[str, int], workdir: Path) -> dict:
+def synthetic_selections(counts: dict[str, int], workdir: Path, k: int) -> dict:
     """The selection step alone on synthetic_factors over a random table of `counts` examples."""
     rng = np.random.default_rng(0)
     n, m = counts["train"], counts["val"]
     run = RunStore(workdir).create("analysis", {})
-    scores, gram_s = synthetic_factors(run.path, n, m, rng)
+    scores, gram_s = synthetic_factors(run.path, n, m, rng, k=k)
     labels, place = rng.integers(0, 2, n + m), rng.integers(0, 2, n + m)
     meta = pd.DataFrame({"filename": "x", "place": place.astype(str), "size": rng.choice(["s", "l"], n + m)})
     data = Dataset(Path("."), meta, np.zeros((n + m, 1, 1, 3), np.uint8), labels, ["a", "b"], 2 * labels + place,
@@ -172,10 +174,12 @@ def synthetic_selections(counts: dict[str, int], workdir: Path) -> dict:
     return {"gram_b_s": gram_s, "selections_s": time.perf_counter() - t0, "peak_rss_mb": memory_mb("VmHWM")}
 
 
-def measured(root: Path | None, counts: dict[str, int], epochs: int | None, workdir: Path | None) -> dict:
-    """pipeline() in a fresh process (so its peak RSS is its own), in a fresh work directory."""
+def measured(root: Path | None, counts: dict[str, int], epochs: int | None, workdir: Path | None,
+             k: int = 258) -> dict:
+    """pipeline() (or synthetic_selections, root None) in a fresh process (so its peak RSS is
+    its own), in a fresh work directory."""
     with tempfile.TemporaryDirectory(prefix="d3m-scale-", dir=workdir) as tmp:
-        spec = json.dumps({"root": root and str(root), "workdir": tmp, "epochs": epochs, "counts": counts})
+        spec = json.dumps({"root": root and str(root), "workdir": tmp, "epochs": epochs, "counts": counts, "k": k})
         out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--worker", spec], check=True,
                              capture_output=True, text=True).stdout
     return {**counts, **json.loads(out.strip().splitlines()[-1])}
@@ -202,22 +206,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary run stores go")
     parser.add_argument("--synthetic", action="store_true",
                         help="only the selection step, on random factors of these sizes (nothing trained)")
+    parser.add_argument("--k", type=int, default=258, help="--synthetic: features per member (see synthetic_factors)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
         if spec["root"] is None:
-            print(json.dumps(synthetic_selections(spec["counts"], Path(spec["workdir"]))))
+            print(json.dumps(synthetic_selections(spec["counts"], Path(spec["workdir"]), spec["k"])))
         else:
             print(json.dumps(pipeline(Path(spec["root"]), Path(spec["workdir"]), spec["epochs"])))
         return
     counts = {"train": args.train, "val": args.val, "test": args.test}
     if args.synthetic:
-        result = measured(None, counts, None, args.workdir)
+        result = measured(None, counts, None, args.workdir, args.k)
         print(f"selections on random factors, {args.train:,} train / {args.val:,} val: H = BᵀB "
               f"{result['gram_b_s']:.1f} s, selections {result['selections_s']:.1f} s, "
               f"peak RSS {result['peak_rss_mb']:.0f} MB")
-        print(json.dumps({**result, "synthetic": True}))
+        print(json.dumps({**result, "synthetic": True, "k": args.k}))
         return
     runs = {}
     if not args.no_default:
