@@ -219,4 +219,9 @@ def test_the_analysis_writes_no_validation_x_train_array(analysis):
     shapes = {str(path.relative_to(run.path)): np.load(path, mmap_mode="r").shape for path in run.path.rglob("*.npy")}
     assert "ensemble/factors/q_0.npy" in shapes and "scores.npy" not in shapes
     assert [name for name, shape in shapes.items() if m in shape and n in shape] == []
-    assert json.loads(run.file("ensemble/factors/metadata.json").read_text())["complete"]
+    factors = json.loads(run.file("ensemble/factors/metadata.json").read_text())
+    assert factors["complete"] and (factors["n"], factors["m"]) == (n, m)
+    for member in factors["members"]:  # each names its feature store under the store's own metadata
+        store = json.loads((run.path / "ensemble" / member["features"] / "metadata.json").read_text())
+        assert {key: store[key] for key in member if key != "features"} == {k: v for k, v in member.items()
+                                                                             if k != "features"}
