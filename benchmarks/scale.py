@@ -7,11 +7,12 @@ Generates a dataset of that size with the sample's generator (sample_data/make_s
 32 px; kept in --data-dir and reused by a later run of the same size), then, in a fresh
 process, runs the analysis with default settings (ERM, T = 5 members, attribution kept
 factored, selections) and D3M and Auto-D3M (one retrain each, no random control), while a
-thread samples the process's RSS every 0.2 s and files each sample under the stage the run's
-status names. Then the same at the built-in sample's default scale (3,000 / 400 / 800) for
-comparison, unless --no-default. Prints each stage's wall time and peak RSS; the last line is
-one JSON object: train, val, test, peak_rss_mb, selections_s, analysis_s, total_s, stages,
-the analysis's own timings, and "default" (the same at the default scale).
+thread samples the process's RSS every 0.2 s and files each sample under the step running
+(data, erm, members, attribution, selections, d3m, auto_d3m). Then the same at the built-in
+sample's default scale (3,000 / 400 / 800) for comparison, unless --no-default. Prints each
+stage's wall time and peak RSS; the last line is one JSON object: train, val, test,
+peak_rss_mb, selections_s, analysis_s, total_s, stages, the analysis's own timings, and
+"default" (the same at the default scale).
 
 --synthetic measures the selection step alone (H = BᵀB, alignment, Auto-D3M, subpopulations)
 on random factors of the default's shapes at these sizes: nothing is generated or trained.
@@ -27,6 +28,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from contextlib import ExitStack
+from typing import Callable
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -36,6 +40,7 @@ from core.attribution.factors import FOLDER as FACTORS, FactorStore
 from core.attribution.store import save_store
 from core.config import analysis_config
 from core.data.dataset import Dataset
+from core.pipeline import analysis as analysis_job
 from core.pipeline.analysis import TARGET as ANALYSIS, create_analysis_run, write_selections
 from core.pipeline.debias import TARGET as DEBIAS, create_debias_run
 from core.runs import jobs
@@ -63,25 +68,11 @@ def memory_mb(field: str) -> float:
     return float("nan")
 
 
-def stage_of(status: dict) -> str:
-    """The benchmark's stage for a run's status stage."""
-    stage = status.get("stage") or ""
-    if stage.startswith("ERM"):
-        return "erm"
-    if stage.startswith("model "):
-        return "attribution" if ("featuriz" in stage or "scoring" in stage) else "members"
-    if stage.startswith("ensemble"):
-        return "attribution"
-    if stage.startswith("selections"):
-        return "selections"
-    return "data"
-
-
 class Sampler:
-    """RSS every `period` s, the peak and the time spent filed under the current stage."""
+    """RSS every `period` s, the peak and the time spent filed under the current `stage`."""
 
     def __init__(self, period: float = 0.2):
-        self.period, self.stage, self.run = period, "data", None
+        self.period, self.stage = period, "data"
         self.stages: dict[str, dict] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -89,17 +80,19 @@ class Sampler:
     def _loop(self) -> None:
         last = time.perf_counter()
         while not self._stop.is_set():
-            if self.run is not None and self.stage not in ("d3m", "auto_d3m"):
-                try:
-                    self.stage = stage_of(self.run.status())
-                except (OSError, ValueError):
-                    pass
             now = time.perf_counter()
             entry = self.stages.setdefault(self.stage, {"wall_s": 0.0, "peak_rss_mb": 0.0})
             entry["wall_s"] += now - last
             entry["peak_rss_mb"] = max(entry["peak_rss_mb"], memory_mb("VmRSS"))
             last = now
             time.sleep(self.period)
+
+    def entering(self, fn: Callable, stage: Callable[[], str]) -> Callable:
+        """fn, setting the stage (stage() at each call) as it starts."""
+        def wrapped(*args, **kwargs):
+            self.stage = stage()
+            return fn(*args, **kwargs)
+        return wrapped
 
     def __enter__(self) -> "Sampler":
         self._thread.start()
@@ -110,14 +103,31 @@ class Sampler:
         self._thread.join()
 
 
+def watch_stages(sampler: Sampler, patches: ExitStack) -> None:
+    """File samples under the analysis step running: the first fit is the ERM (then its
+    evaluation), later ones the members; factors and H are attribution; then the selections.
+    (The run's status cannot tell: training reports once per epoch.)"""
+    fits = [0]
+
+    def fit_stage() -> str:
+        fits[0] += 1
+        return "erm" if fits[0] == 1 else "members"
+
+    for owner, name, stage in ((analysis_job, "fit", fit_stage),
+                               (analysis_job, "model_factors", lambda: "attribution"),
+                               (FactorStore, "finish", lambda: "attribution"),
+                               (analysis_job, "write_selections", lambda: "selections")):
+        patches.enter_context(mock.patch.object(owner, name, sampler.entering(getattr(owner, name), stage)))
+
+
 def pipeline(root: Path, workdir: Path, epochs: int | None) -> dict:
     """The analysis, D3M and Auto-D3M in this process, measured (the worker's job)."""
     store = RunStore(workdir)
     cfg = analysis_config(root, epochs=epochs)
     t0 = time.perf_counter()
-    with Sampler() as sampler:
+    with Sampler() as sampler, ExitStack() as patches:
+        watch_stages(sampler, patches)
         analysis: Run = create_analysis_run(store, cfg)
-        sampler.run = analysis
         jobs.run_inline(analysis, ANALYSIS)
         t_analysis = time.perf_counter() - t0
         for method in ("d3m", "auto_d3m"):
@@ -132,13 +142,15 @@ def pipeline(root: Path, workdir: Path, epochs: int | None) -> dict:
 
 def synthetic_factors(folder: Path, n: int, m: int, rng: np.random.Generator, members: int = 5,
                       k: int = 258) -> tuple[FactoredScores, float]:
-    """Random factors of the default's shapes in an analysis folder (nothing trained), and the
-    seconds H = BᵀB took: T members of k = 129 x 2 final-layer features whose two output rows
-    cancel (as a binary margin gradient's do). Also usable for a synthetic analysis's pages."""
+    """Random factors in an analysis folder (nothing trained), and the seconds H = BᵀB took:
+    T members of k features; k = 258 (the default): the binary final layer's 129 x 2, whose two
+    output rows cancel (as a margin gradient's do); any other k: full-rank features, as all
+    layers give (1,730 for the small CNN at proj_dim 2048). Also usable for a synthetic
+    analysis's pages."""
     for t in range(members):
         half = rng.normal(size=(n, k // 2)).astype(np.float32)
-        save_store(folder / f"ensemble/features_{t}", {"seed": t}, np.hstack([half, -half]),
-                   rng.uniform(0.05, 0.95, n).astype(np.float32))
+        phi = np.hstack([half, -half]) if k == 258 else rng.normal(size=(n, k)).astype(np.float32)
+        save_store(folder / f"ensemble/features_{t}", {"seed": t}, phi, rng.uniform(0.05, 0.95, n).astype(np.float32))
     store = FactorStore(folder / FACTORS, {"n": n, "m": m, "members": [
         {"features": f"features_{t}", "seed": t} for t in range(members)]})
     for t in range(members):
@@ -147,12 +159,12 @@ def synthetic_factors(folder: Path, n: int, m: int, rng: np.random.Generator, me
     return store.finish(), time.perf_counter() - t0
 
 
-def synthetic_selections(counts: dict[str, int], workdir: Path) -> dict:
+def synthetic_selections(counts: dict[str, int], workdir: Path, k: int) -> dict:
     """The selection step alone on synthetic_factors over a random table of `counts` examples."""
     rng = np.random.default_rng(0)
     n, m = counts["train"], counts["val"]
     run = RunStore(workdir).create("analysis", {})
-    scores, gram_s = synthetic_factors(run.path, n, m, rng)
+    scores, gram_s = synthetic_factors(run.path, n, m, rng, k=k)
     labels, place = rng.integers(0, 2, n + m), rng.integers(0, 2, n + m)
     meta = pd.DataFrame({"filename": "x", "place": place.astype(str), "size": rng.choice(["s", "l"], n + m)})
     data = Dataset(Path("."), meta, np.zeros((n + m, 1, 1, 3), np.uint8), labels, ["a", "b"], 2 * labels + place,
@@ -162,10 +174,12 @@ def synthetic_selections(counts: dict[str, int], workdir: Path) -> dict:
     return {"gram_b_s": gram_s, "selections_s": time.perf_counter() - t0, "peak_rss_mb": memory_mb("VmHWM")}
 
 
-def measured(root: Path | None, counts: dict[str, int], epochs: int | None, workdir: Path | None) -> dict:
-    """pipeline() in a fresh process (so its peak RSS is its own), in a fresh work directory."""
+def measured(root: Path | None, counts: dict[str, int], epochs: int | None, workdir: Path | None,
+             k: int = 258) -> dict:
+    """pipeline() (or synthetic_selections, root None) in a fresh process (so its peak RSS is
+    its own), in a fresh work directory."""
     with tempfile.TemporaryDirectory(prefix="d3m-scale-", dir=workdir) as tmp:
-        spec = json.dumps({"root": root and str(root), "workdir": tmp, "epochs": epochs, "counts": counts})
+        spec = json.dumps({"root": root and str(root), "workdir": tmp, "epochs": epochs, "counts": counts, "k": k})
         out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--worker", spec], check=True,
                              capture_output=True, text=True).stdout
     return {**counts, **json.loads(out.strip().splitlines()[-1])}
@@ -192,22 +206,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary run stores go")
     parser.add_argument("--synthetic", action="store_true",
                         help="only the selection step, on random factors of these sizes (nothing trained)")
+    parser.add_argument("--k", type=int, default=258, help="--synthetic: features per member (see synthetic_factors)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
         if spec["root"] is None:
-            print(json.dumps(synthetic_selections(spec["counts"], Path(spec["workdir"]))))
+            print(json.dumps(synthetic_selections(spec["counts"], Path(spec["workdir"]), spec["k"])))
         else:
             print(json.dumps(pipeline(Path(spec["root"]), Path(spec["workdir"]), spec["epochs"])))
         return
     counts = {"train": args.train, "val": args.val, "test": args.test}
     if args.synthetic:
-        result = measured(None, counts, None, args.workdir)
+        result = measured(None, counts, None, args.workdir, args.k)
         print(f"selections on random factors, {args.train:,} train / {args.val:,} val: H = BᵀB "
               f"{result['gram_b_s']:.1f} s, selections {result['selections_s']:.1f} s, "
               f"peak RSS {result['peak_rss_mb']:.0f} MB")
-        print(json.dumps({**result, "synthetic": True}))
+        print(json.dumps({**result, "synthetic": True, "k": args.k}))
         return
     runs = {}
     if not args.no_default:

@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from scipy.linalg import LinAlgError, cholesky, eigh
+from scipy.linalg import LinAlgError, cholesky, eigh, solve_triangular
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 from core.attribution.scores import Scores, check_dense_fits, top_direction
 from core.attribution.store import TrainFeatures
 
 CHUNK = 4096  # train rows per streamed chunk of B
 RCOND = 1e-12  # eigenvalues of H below RCOND · the largest are treated as zero
+DENSE_RANK = 2048  # up to this rank of H a class's r x r Gram is formed; beyond, Lanczos
 
 
 def residual_rows(phi: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -67,8 +69,10 @@ class Member:
 class FactoredScores(Scores):
     """S from the ensemble's factors; see the module docstring for the algebra."""
 
-    def __init__(self, members: Sequence[Member], gram_b: np.ndarray | None = None, chunk: int = CHUNK):
+    def __init__(self, members: Sequence[Member], gram_b: np.ndarray | None = None, chunk: int = CHUNK,
+                 dense_rank: int = DENSE_RANK):
         self.members = list(members)
+        self.dense_rank = dense_rank
         self.shape = (int(self.members[0].q.shape[0]), int(self.members[0].train.n))
         self.chunk = chunk
         self._gram_b = gram_b
@@ -120,19 +124,27 @@ class FactoredScores(Scores):
         return self._gram_b
 
     @cached_property
-    def _root(self) -> tuple[np.ndarray, np.ndarray]:
-        """(L, L⁺ᵀ) with H = L Lᵀ: Cholesky, or V √Λ over the eigenvalues kept."""
+    def _root(self) -> tuple[np.ndarray, bool]:
+        """(L, whether L is triangular) with H = L Lᵀ: Cholesky, or V √Λ over the eigenvalues
+        kept when H is singular (or nearly: a Cholesky pivot below √RCOND of the largest)."""
         h = self.gram_b
         try:
             low = cholesky(h, lower=True, check_finite=False)
             d = np.diag(low)
             if d.min() > np.sqrt(RCOND) * d.max():
-                return low, np.linalg.inv(low).T
+                return low, True
         except LinAlgError:
             pass
         vals, vecs = eigh(h, check_finite=False)
         keep = vals > RCOND * vals.max()
-        return vecs[:, keep] * np.sqrt(vals[keep]), vecs[:, keep] / np.sqrt(vals[keep])
+        return vecs[:, keep] * np.sqrt(vals[keep]), False
+
+    def _root_pinv_t(self, v: np.ndarray) -> np.ndarray:
+        """L⁺ᵀ v (for the component in train space)."""
+        low, triangular = self._root
+        if triangular:
+            return solve_triangular(low, v, lower=True, trans="T", check_finite=False)
+        return low @ (v / (low ** 2).sum(axis=0))  # V √Λ columns: L⁺ᵀ = V Λ^(-1/2) = L Λ⁻¹
 
     def _stacked(self, rows: np.ndarray) -> np.ndarray:
         """[w_1 Q_1[rows] … w_T Q_T[rows]] in float64 (len(rows) x Tk)."""
@@ -140,21 +152,38 @@ class FactoredScores(Scores):
 
     def _class_rows(self, rows: np.ndarray) -> Iterator[np.ndarray]:
         """Y = centred(Q_R) L in chunks of rows (never all of it at once)."""
+        for w in self._centred_chunks(rows):
+            yield w @ self._root[0]
+
+    def _centred_chunks(self, rows: np.ndarray) -> Iterator[np.ndarray]:
+        """centred(Q_R) = Q_R − its mean row, in chunks of rows (float64)."""
         mean = sum(self._stacked(rows[s:s + self.chunk]).sum(axis=0) for s in range(0, len(rows), self.chunk))
         mean = mean / len(rows)
         for s in range(0, len(rows), self.chunk):
-            yield centred(self._stacked(rows[s:s + self.chunk]), mean) @ self._root[0]
+            yield centred(self._stacked(rows[s:s + self.chunk]), mean)
 
     def _class_top(self, rows: np.ndarray) -> np.ndarray:
-        """v₁: the top eigenvector of YᵀY (r x r, accumulated over row chunks)."""
-        return top_direction(sum(y.T @ y for y in self._class_rows(np.asarray(rows))))
+        """v₁: the top eigenvector of YᵀY. Up to DENSE_RANK columns of L it is formed (r x r,
+        accumulated over row chunks); beyond, Lanczos (ARPACK) on v ↦ Lᵀ Wᵀ W L v with the
+        centred rows W held once in float32 (m_c x Tk), so no Tk x Tk x m_c product is made."""
+        rows = np.asarray(rows)
+        low = self._root[0]
+        if low.shape[1] <= self.dense_rank:
+            return top_direction(sum(y.T @ y for y in self._class_rows(rows)))
+        w = np.vstack([c.astype(np.float32) for c in self._centred_chunks(rows)])
+
+        def gram_times(v: np.ndarray) -> np.ndarray:
+            return low.T @ (w.T @ (w @ (low @ v.ravel()).astype(np.float32))).astype(np.float64)
+
+        op = LinearOperator((low.shape[1],) * 2, matvec=gram_times, dtype=np.float64)
+        return eigsh(op, k=1, which="LA", tol=1e-10, v0=np.ones(low.shape[1]))[1][:, 0]
 
     def class_projection(self, rows: np.ndarray) -> np.ndarray:
         v = self._class_top(rows)
         return np.concatenate([y @ v for y in self._class_rows(np.asarray(rows))])
 
     def class_component(self, rows: np.ndarray) -> np.ndarray:
-        u = self._root[1] @ self._class_top(rows)  # L⁺ᵀ v₁, split per member
+        u = self._root_pinv_t(self._class_top(rows))  # L⁺ᵀ v₁, split per member
         return self.times_b([u[a:b][None, :] for a, b in zip(self.offsets[:-1], self.offsets[1:])])[0]
 
     def to_dense(self) -> np.ndarray:

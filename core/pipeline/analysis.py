@@ -25,6 +25,7 @@ from core.runs import jobs, stages
 
 from core.methods import selection
 from core.attribution.gradients import resolve_scope
+from core.attribution.gradients import resolve_scope
 from core.attribution.factors import FOLDER as FACTORS, FactorStore, open_scores
 from core.attribution.scores import Scores
 from core.attribution.store import save_store
@@ -214,7 +215,8 @@ def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.
             return open_scores(run.path)
     train_idx, val_idx = data.idx("train"), data.idx("val")
     n_models = cfg.trak.n_models
-    metas = [feature_meta(cfg.trak, member_seed(cfg, t), f"{run.id}/model_{t}") for t in range(n_models)]
+    trak = replace(cfg.trak, scope=resolve_scope(cfg.trak.scope, len(train_idx)))  # as model_factors stores it
+    metas = [feature_meta(trak, member_seed(cfg, t), f"{run.id}/model_{t}") for t in range(n_models)]
     store = factor_store(run, cfg, len(train_idx), len(val_idx), metas)
     times = {"ensemble_train": 0.0, "featurize": 0.0}
     subsets = member_subsets(cfg, len(train_idx))

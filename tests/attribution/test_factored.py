@@ -82,12 +82,14 @@ def check_products(folder: Path, singular: bool) -> None:
     assert np.isnan(means[4]).all()  # no validation example in group 4
     masks = np.random.default_rng(1).random((7, 400)) < 0.5
     assert rel(got.subset_sums(masks), masks @ want.T) < 1e-9
-    for rows in (np.arange(0, 25), np.arange(25, 60)):
-        coords, direction = top_component(want[rows])
-        proj = got.class_projection(rows)
-        assert rel(np.abs(proj), np.abs(coords)) < 1e-7
-        assert abs(got.class_component(rows) @ direction) >= 1 - 1e-9
-        assert abs(np.linalg.norm(got.class_component(rows)) - 1) < 1e-9
+    for dense_rank, tol in ((got.dense_rank, 1e-7), (1, 1e-5)):  # r x r Gram formed; Lanczos (float32 rows)
+        got.dense_rank = dense_rank
+        for rows in (np.arange(0, 25), np.arange(25, 60)):
+            coords, direction = top_component(want[rows])
+            proj = got.class_projection(rows)
+            assert rel(np.abs(proj), np.abs(coords)) < tol
+            assert abs(got.class_component(rows) @ direction) >= 1 - 1e-9
+            assert abs(np.linalg.norm(got.class_component(rows)) - 1) < 1e-6
     export = got.export(folder / "dense.npy")
     assert rel(np.load(export), want) < 1e-6
 
@@ -217,4 +219,9 @@ def test_the_analysis_writes_no_validation_x_train_array(analysis):
     shapes = {str(path.relative_to(run.path)): np.load(path, mmap_mode="r").shape for path in run.path.rglob("*.npy")}
     assert "ensemble/factors/q_0.npy" in shapes and "scores.npy" not in shapes
     assert [name for name, shape in shapes.items() if m in shape and n in shape] == []
-    assert json.loads(run.file("ensemble/factors/metadata.json").read_text())["complete"]
+    factors = json.loads(run.file("ensemble/factors/metadata.json").read_text())
+    assert factors["complete"] and (factors["n"], factors["m"]) == (n, m)
+    for member in factors["members"]:  # each names its feature store under the store's own metadata
+        store = json.loads((run.path / "ensemble" / member["features"] / "metadata.json").read_text())
+        assert {key: store[key] for key in member if key != "features"} == {k: v for k, v in member.items()
+                                                                             if k != "features"}
