@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -149,11 +150,15 @@ def in_subprocess(spec: dict, timeout: float | None = None) -> dict:
     """Run `worker(spec)` in a fresh interpreter; its last stdout line is the JSON result.
     Raises RuntimeError (its last line says why) when it fails, is killed or runs past `timeout`."""
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         proc = subprocess.run([sys.executable, "-m", "benchmarks.attribution", "--worker", json.dumps(spec)],
                               capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"worker {spec['name']}: did not finish within {timeout:.0f} s") from None
+    except subprocess.TimeoutExpired:  # run() has killed and reaped it: its CPU time is in RUSAGE_CHILDREN
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        raise RuntimeError(f"worker {spec['name']}: did not finish within {timeout:.0f} s "
+                           f"({used:.0f} s CPU, start-up included)") from None
     if proc.returncode < 0:
         raise RuntimeError(f"worker {spec['name']}:\n{proc.stderr[-3000:]}\nkilled by signal {-proc.returncode}"
                            + (" (out of memory)" if proc.returncode == -9 else ""))
