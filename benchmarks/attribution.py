@@ -230,7 +230,10 @@ def follow_up(args: argparse.Namespace, workdir: Path) -> dict:
     """--follow-up SUMMARY: our default and our best option against the best peer of the earlier
     (smaller) run; a peer that does not finish a member gets its time extrapolated from there."""
     earlier = json.loads(Path(args.follow_up).read_text())
-    args.variants = follow_up_variants(earlier, DEFAULT_RUN[0])
+    n_new = round(args.scale * SAMPLE_TRAIN) if args.scale else SAMPLE_TRAIN
+    resolved = lambda v: {**VARIANTS[v], "scope": resolve_scope(VARIANTS[v].get("scope", ""), n_new)}  # noqa: E731
+    picked = follow_up_variants(earlier, DEFAULT_RUN[0])  # the best option may be what the default resolves to
+    args.variants = [v for i, v in enumerate(picked) if i == 0 or resolved(v) != resolved(picked[0])]
     print(f"follow-up of {args.follow_up} ({earlier['n_train']} train): {args.variants}", flush=True)
     summary = compare(args, workdir)
     epoch = {"wall": summary["epoch_seconds"], "cpu": summary["epoch_cpu_seconds"]}
