@@ -187,6 +187,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     results, failed = {}, {}
     for name in args.variants:
         trak = {**to_dict(cfg.trak), **VARIANTS[name]}
+        trak["scope"] = resolve_scope(trak["scope"], n)  # what "auto" means here (and in a member's record)
         spec = {"name": name, "root": root, "workdir": str(workdir), "trak": trak, "targets": m,
                 "out": str(workdir / "scores" / f"n{n}_{name.replace('/', '_').replace(':', '')}")}
         try:
