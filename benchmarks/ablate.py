@@ -7,8 +7,10 @@ Serially: every task through start_analysis / start_debias in this process, with
 torch threads (1 = the same numerics as a Ray task, so the tables can be compared exactly).
 On Ray: the same study with `d3m ablate`'s runner on a local Ray of `--workers` CPUs, Ray's
 start-up included. Both use fresh temporary work directories, so nothing is reused. The last
-line is one JSON object: serial_s, ray_s, ratio (ray / serial; goal <= 0.65 on 2 cores), cells,
-tasks, identical (every result column of the two tables equal; times excluded).
+JSON lines: serial_s, ray_s, ratio (ray / serial; goal <= 0.60 on 2 cores), cells, tasks,
+identical (every result column of the two tables equal; times excluded); then each cell's
+task figures (CPU and wall seconds of its analysis and method tasks), which
+benchmarks/cluster_schedule.py turns into a cluster's schedule on paper.
 
 With --pipeline: analysis + D3M + random control on the sample with default settings, once
 with the ensemble members trained one after the other (torch's default threads) and once with
@@ -52,9 +54,23 @@ def serial(study: Study, store: RunStore, threads: int) -> pd.DataFrame:
     return tables.study_table(tables.task_rows(store, records), study.metrics)
 
 
-def on_ray(study: Study, store: RunStore, workers: int) -> pd.DataFrame:
-    run = start_study(store, study, num_cpus=workers, inline=True)
-    return tables.read(run)
+def on_ray(study: Study, store: RunStore, workers: int, members: str = "auto") -> tuple[pd.DataFrame, list[dict]]:
+    """The study's table on a local Ray, and each cell's task figures (benchmarks/cluster_schedule.py)."""
+    run = start_study(store, study, num_cpus=workers, inline=True, members=members)
+    return tables.read(run), per_task(store, run.read_json("cells"))
+
+
+def per_task(store: RunStore, cells: list[dict]) -> list[dict]:
+    """Per cell: its analysis's and its method task's CPU and wall seconds (resources.json)."""
+    out = []
+    for cell in cells:
+        run = store.get(cell["run"])
+        analysis = store.get(run.parent).read_json("resources")
+        method = run.read_json("resources")
+        out.append({"cell": cell["cell"], "analysis": run.parent, "analysis_cpu_s": round(analysis["cpu_s"], 1),
+                    "analysis_wall_s": round(analysis["wall_s"], 1), "method_cpu_s": round(method["cpu_s"], 1),
+                    "method_wall_s": round(method["wall_s"], 1)})
+    return out
 
 
 def same_results(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -90,6 +106,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the serial run")
     parser.add_argument("--epochs", type=int, default=None, help="override the study's epochs (a shorter run)")
     parser.add_argument("--pipeline", action="store_true", help="time the sample pipeline, members serial vs Ray")
+    parser.add_argument("--members", choices=("auto", "serial", "ray"), default="auto",
+                        help="the study's ensemble members as Ray tasks (d3m ablate --members)")
     args = parser.parse_args()
     if args.pipeline:
         return main_pipeline()
@@ -103,7 +121,7 @@ def main() -> None:
         table_serial = serial(study, RunStore(Path(tmp) / "serial"), args.threads)
         serial_s = time.perf_counter() - start
         start = time.perf_counter()
-        table_ray = on_ray(study, RunStore(Path(tmp) / "ray"), args.workers)
+        table_ray, figures = on_ray(study, RunStore(Path(tmp) / "ray"), args.workers, args.members)
         ray_s = time.perf_counter() - start
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(tables.formatted(table_ray).to_string(index=False))
@@ -112,7 +130,8 @@ def main() -> None:
     print(json.dumps({"study": study.name, "serial_s": round(serial_s, 1), "ray_s": round(ray_s, 1),
                       "ratio": round(ray_s / serial_s, 3), "cells": len(cells(study)), "tasks": len(tasks(study)),
                       "workers": args.workers, "serial_threads": args.threads, "epochs": args.epochs,
-                      "identical": same_results(table_serial, table_ray)}))
+                      "members": args.members, "identical": same_results(table_serial, table_ray)}))
+    print(json.dumps({"per_task": figures}))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.attribution.factors import open_scores
 from core.runs import jobs
 from core.pipeline.analysis import start_analysis
 from core.train.checkpoints import load_checkpoint
@@ -81,7 +82,7 @@ def pipeline(store: RunStore, cfg: AnalysisConfig, kill_at: float | None = None)
 def result(store: RunStore, run: Run) -> dict:
     analysis = store.get(run.parent)
     control = control_of(store, run)
-    return {"scores": analysis.read_array("scores", mmap=False),
+    return {"scores": open_scores(analysis.path).to_dense(),
             "removed": run.read_array("removed_ids", mmap=False),
             "metrics": [{s: r.read_json("metrics")[s] for s in ("val", "test")} for r in (analysis, run, control)]}
 

@@ -6,7 +6,8 @@ the result is cached, so every attribution variant is scored against the same su
 `core.attribution.lds.lds` turns (scores, masks, margins) into the LDS.
 
 Standalone: `python -m benchmarks.lds --data DIR --count 50` trains (or loads) them and prints
-the LDS of every analysis run's scores.npy in --workdir that uses the same data.
+the LDS of every finished analysis in --workdir that uses the same data, from its
+factored scores (or an older analysis's scores.npy).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 
 from core.train.training import fit
 from core.attribution.gradients import margin
+from core.attribution.factors import open_scores
 from core.attribution.lds import lds, subset_masks
 from core.config import AnalysisConfig, DataConfig, TrainConfig, from_dict, to_dict
 from core.data.dataset import Dataset, load_dataset
@@ -69,11 +71,14 @@ def main() -> None:
                          train=replace(TrainConfig(), epochs=args.epochs, device="cpu"))
     data = load_dataset(cfg.data, cache_dir=args.workdir / "cache")
     masks, margins = subset_margins(data, cfg, args.count, args.seed, args.workdir / "lds")
-    for cfg_path in sorted(args.workdir.glob("runs/*/config.json")):
+    for cfg_path in sorted(args.workdir.glob("runs/analysis-*/config.json")):
         run_cfg = from_dict(AnalysisConfig, json.loads(cfg_path.read_text()))
-        scores_path = cfg_path.parent / "scores.npy"
-        if run_cfg.data.root == cfg.data.root and scores_path.exists():
-            print(f"{cfg_path.parent.name}: LDS {lds(np.load(scores_path), masks, margins):.3f} "
+        try:
+            scores = open_scores(cfg_path.parent)  # factors, or an older analysis's scores.npy
+        except (FileNotFoundError, ValueError):
+            continue  # not finished
+        if run_cfg.data.root == cfg.data.root:
+            print(f"{cfg_path.parent.name}: LDS {lds(scores, masks, margins):.3f} "
                   f"({run_cfg.trak.projector}/{run_cfg.trak.scope}, T={run_cfg.trak.n_models})")
 
 

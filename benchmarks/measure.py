@@ -19,14 +19,52 @@ from core.train.training import fit
 
 def rss_mb() -> float:
     """Current resident set size (MB) from /proc, for the baseline before attribution starts."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_mb("VmRSS")
 
 
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def status_mb(field: str) -> float:
+    """One memory field of /proc/self/status (VmRSS, RssAnon, RssFile, VmData, VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def watch_anon(every_s: float = 0.02) -> list[float]:
+    """Start sampling RssAnon (the process's own resident memory, without mapped files such as
+    the image cache) on a daemon thread; the returned list's one entry is the peak so far (MB)."""
+    import threading
+
+    peak = [0.0]
+
+    def watch() -> None:
+        while True:
+            peak[0] = max(peak[0], status_mb("RssAnon"))
+            time.sleep(every_s)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return peak
+
+
+def run_child(module: str, argv: list[str], what: str, env: dict | None = None) -> dict:
+    """`python -m module *argv` in a fresh process (its memory peaks are its own; `env` added to
+    its environment); the JSON object on its last stdout line. Exits naming `what` when it fails."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from core.config import PROJECT_ROOT
+
+    out = subprocess.run([sys.executable, "-m", module, *argv], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})})
+    if out.returncode != 0:
+        raise SystemExit(f"{what}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def data_root(scale: float | None, workdir: Path) -> str:

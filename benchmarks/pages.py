@@ -1,12 +1,14 @@
-"""Page speed of the running dashboard in a real browser with 200,000 training examples.
+"""Page speed of the running dashboard in a real browser with 160,000 training examples and 50 runs.
 
-    .venv/bin/python -m benchmarks.pages [--n-train 200000] [--n-val 1000] [--n-test 1000] [--rounds 2]
+    .venv/bin/python -m benchmarks.pages [--n-train 160000] [--n-val 1000] [--n-test 1000] [--runs 50]
+                                         [--rounds 2] [--build-only]
 
 Builds a synthetic analysis directly in a run store (cached in --workdir): a generated
 metadata.csv (label, split, group, place, size, colour, source) whose image files are hard
 links to 64 distinct 32x32 PNGs, the images decoded once into the dataset cache, and the
 artifacts every page reads (ids, ERM logits and metrics, val x train scores, alignments,
-pseudo-groups, subpopulations) of the right shapes. NOTHING IS TRAINED: the scores are a
+pseudo-groups, subpopulations) of the right shapes, plus `--runs` finished debias runs (random
+removal sets of 1-5% of train and random test logits). NOTHING IS TRAINED: the scores are a
 random low-rank group structure plus noise and the logits are random, and the selections are
 computed from them by the analysis job's own `core.pipeline.analysis.write_selections`. Then it starts
 `streamlit run app.py` on that work directory, opens it in Chromium (Playwright) and times, in
@@ -32,18 +34,21 @@ from benchmarks.browser import IDLE, browser_page, chromium, serve
 from core.runs import jobs
 from core.pipeline.analysis import create_analysis_run, load_run_dataset, write_selections
 from core.config import AnalysisConfig, analysis_config, from_dict
+from core.io import write_csv_atomic
 from core.train.metrics import group_metrics
 from core.runs.store import Run, RunStore
 
 TARGET = "benchmarks.pages:fill_synthetic"
+RUN_TARGET = "benchmarks.pages:fill_debias"
 ATTRIBUTES = {"place": ["land", "water"], "size": ["small", "large"], "colour": ["dark", "light", "red"],
               "source": ["field", "museum", "web", "crowd"]}
 CLASSES = ["landbird", "waterbird"]
 DISTINCT_IMAGES = 64
 
 
-def make_data(root: Path, n: dict[str, int], seed: int = 0) -> Path:
-    """metadata.csv with n[split] rows per split; images are hard links to a few distinct PNGs."""
+def make_data(root: Path, n: dict[str, int], seed: int = 0, classes: tuple[str, ...] = tuple(CLASSES)) -> Path:
+    """metadata.csv with n[split] rows per split, labels `classes` (e.g. ("0", "1")); images are
+    hard links to a few distinct PNGs."""
     if (root / "metadata.csv").exists():
         return root
     rng = np.random.default_rng(seed)
@@ -56,7 +61,7 @@ def make_data(root: Path, n: dict[str, int], seed: int = 0) -> Path:
     spurious = np.where(split == "train", 0.95, 0.5)  # place agrees with the label in 95% of train
     place = np.where(rng.random(total) < spurious, label, 1 - label)
     df = pd.DataFrame({"filename": [f"img/e{i:07d}.png" for i in range(total)],
-                       "label": np.asarray(CLASSES)[label], "split": split})
+                       "label": np.asarray(classes)[label], "split": split})
     df["group"] = [f"{c} on {p}" for c, p in zip(df["label"], np.asarray(ATTRIBUTES["place"])[place])]
     df["place"] = np.asarray(ATTRIBUTES["place"])[place]
     for attr in ("size", "colour", "source"):
@@ -102,17 +107,60 @@ def fill_synthetic(run: Run, report) -> None:
                                "synthetic": "benchmarks.pages: random scores and logits, nothing trained"})
 
 
-def build(workdir: Path, n: dict[str, int]) -> tuple[Path, Run]:
-    """The data folder and the synthetic analysis (made once, then reused)."""
+_LOADED: dict = {}
+RUN_METHODS = ("d3m", "auto_d3m", "random", "jtt", "dfr")
+
+
+def fill_debias(run: Run, report) -> None:
+    """Job target: a finished debias run from random numbers (removed ids, metrics); nothing trained."""
+    cfg = run.config()
+    analysis = RunStore(run.path.parents[1]).get(cfg["analysis"])
+    if analysis.id not in _LOADED:  # made inline one after the other: load the 160k-row table once
+        _LOADED[analysis.id] = load_run_dataset(from_dict(AnalysisConfig, analysis.config()), analysis, report)
+    data = _LOADED[analysis.id]
+    rng = np.random.default_rng(cfg["params"]["seed"])
+    train = data.idx("train")
+    removed = np.sort(rng.choice(train, cfg["params"]["k"], replace=False))
+    run.write_array("removed_ids", removed)
+    write_csv_atomic(run.file("removed.csv"), data.frame(removed))
+    metrics = {}
+    for split in ("val", "test"):
+        idx = data.idx(split)
+        logits = rng.normal(0, 1.5, (len(idx), data.n_classes)) + 1.6 * np.eye(data.n_classes)[data.labels[idx]]
+        metrics[split] = group_metrics(logits.argmax(1), data.labels[idx], data.groups[idx], data.group_names)
+    run.write_json("metrics", {**metrics, "method": cfg["method"], "title": cfg["method"], "group_info": "",
+                               "n_removed": int(len(removed)), "steps": 0, "seed": cfg["params"]["seed"],
+                               "seconds": 0.0, "info": {"synthetic": True}})
+
+
+def add_runs(store: RunStore, analysis: Run, n_runs: int) -> None:
+    """`n_runs` finished synthetic debias runs of the analysis (made once, then reused)."""
+    have = len(store.list("debias", parent=analysis.id))
+    n_train = len(analysis.read_array("train_ids"))
+    rng = np.random.default_rng(1)
+    for i in range(have, n_runs):
+        method = RUN_METHODS[i % len(RUN_METHODS)]
+        params = {"seed": i, "k": int(rng.integers(n_train // 100, n_train // 20))}
+        run = store.create("debias", {"analysis": analysis.id, "method": method, "params": params,
+                                      "control": False, "control_of": None}, parent=analysis.id,
+                           label=f"{method} (synthetic)")
+        jobs.run_inline(run, RUN_TARGET)
+    print(f"{n_runs} runs in the store ({max(0, n_runs - have)} made now)", flush=True)
+
+
+def build(workdir: Path, n: dict[str, int], n_runs: int = 0) -> tuple[Path, Run]:
+    """The data folder, the synthetic analysis and its runs (made once, then reused)."""
     root = make_data(workdir / f"data_{n['train']}", n)
     store = RunStore(workdir / "work")
     done = [r for r in store.list("analysis") if jobs.refresh(r).get("state") == "done"]
     if done:
-        return root, done[0]
-    run = create_analysis_run(store, analysis_config(root))
-    start = time.perf_counter()
-    jobs.run_inline(run, TARGET)
-    print(f"synthetic analysis {run.id} built in {time.perf_counter() - start:.0f} s", flush=True)
+        run = done[0]
+    else:
+        run = create_analysis_run(store, analysis_config(root))
+        start = time.perf_counter()
+        jobs.run_inline(run, TARGET)
+        print(f"synthetic analysis {run.id} built in {time.perf_counter() - start:.0f} s", flush=True)
+    add_runs(store, run, n_runs)
     return root, run
 
 
@@ -212,21 +260,25 @@ def measure(url: str, pid: int, rounds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/d3m_bench_pages"))
-    parser.add_argument("--n-train", type=int, default=200_000)
+    parser.add_argument("--n-train", type=int, default=160_000)
     parser.add_argument("--n-val", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=50, help="finished debias runs in the store")
     parser.add_argument("--rounds", type=int, default=2, help="visits of every page (the first fills caches)")
+    parser.add_argument("--build-only", action="store_true", help="make the data, analysis and runs, then stop")
     args = parser.parse_args()
-    if chromium() is None:
+    if chromium() is None and not args.build_only:
         sys.exit("benchmarks.pages needs Chromium (apt-get install -y chromium) and playwright")
     workdir = args.workdir / f"n{args.n_train}"
     workdir.mkdir(parents=True, exist_ok=True)
-    root, run = build(workdir, {"train": args.n_train, "val": args.n_val, "test": args.n_test})
+    root, run = build(workdir, {"train": args.n_train, "val": args.n_val, "test": args.n_test}, args.runs)
+    if args.build_only:
+        return
     env = {"D3M_DATA": str(root), "D3M_WORKDIR": str(workdir / "work")}
     with serve(env, log=workdir / "work" / "server.log") as app:
         res = measure(app.url, app.pid, args.rounds)
     after_first = {**res["page_changes"], **res["widget_changes"]}
-    res.update(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, analysis=run.id, synthetic=True,
+    res.update(n_train=args.n_train, n_runs=args.runs, n_val=args.n_val, n_test=args.n_test, analysis=run.id, synthetic=True,
                load_average=os.getloadavg(), max_change_wall_s=max(v["wall_s"] for v in after_first.values()),
                max_change_server_cpu_s=max(v["server_cpu_s"] for v in after_first.values()),
                changes_over_1s_wall=[k for k, v in after_first.items() if v["wall_s"] >= 1.0])

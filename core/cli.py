@@ -25,19 +25,22 @@ from core.pipeline.preflight import check_analysis, check_params
 from core.errors import check_workdir, describe
 from core.pipeline.debias import start_debias
 from core.methods import DEFAULT_METHOD, METHODS, get_method
+from core.methods.base import COMMON_PARAMS
+from core.methods.options import Option
 from core.methods.selection import default_k, parse_k_sweep
 from core.progress import progress_text
 from core.runs.store import Run, RunStore
 from core.studies import command as studies_command
+from core.train import command as model_command
 from core.views.summary import pipeline_summary, runs_frame
 
 
 
 def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
-    return analysis_config(args.data, args.group_attribute, image_size=args.image_size, arch=args.arch,
-                           weights=args.weights, epochs=args.epochs, seed=args.seed, device=args.device,
-                           n_models=args.models, proj_dim=args.proj_dim, projector=args.projector,
-                           scope=args.scope, proxy_width=args.proxy_width)
+    return analysis_config(args.data, args.group_attribute, **model_command.model_settings(args),
+                           epochs=args.epochs, seed=args.seed, device=args.device, n_models=args.models,
+                           proj_dim=args.proj_dim, projector=args.projector, scope=args.scope,
+                           proxy_width=args.proxy_width)
 
 
 def find_or_start_analysis(store: RunStore, cfg: AnalysisConfig, members: str = "serial") -> Run:
@@ -88,8 +91,9 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     store = RunStore(args.workdir)
     method = args.method.replace("-", "_")
     params = method_params(args)
+    get_method(method).resolve(params)  # an option outside its domain fails before any image is read,
     cfg = config_from_args(args)
-    data = check_analysis(cfg, store.workdir / "cache")  # a bad option, k or image fails now,
+    data = check_analysis(cfg, store.workdir / "cache")  # a bad k or image fails now,
     check_params(method, params, len(data.idx("train")), data.idx("train"))  # not after the analysis
     analysis = find_or_start_analysis(store, cfg, args.members)
     if get_method(method).control and args.k is None:  # the control alone: as many as D3M's default
@@ -162,10 +166,22 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
+    """Each method, then each of its options: NAME=DEFAULT, what is allowed, what it sets."""
     for m in METHODS.values():
-        options = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in m.options.items())
-        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info})"
-              + (f"; options: {options}" if options else ""))
+        print(f"{m.name:15s} {m.title} (group labels train/val: {m.group_info}; trains on: {m.trains_on})")
+        for name, option in m.options.items():
+            print(option_line(name, option))
+    print("every method also takes (default: the analysis's):")
+    for name, option in COMMON_PARAMS.items():
+        print(option_line(name, option, default=False))
+
+
+def option_line(name: str, option: Option, default: bool = True) -> str:
+    """'    q=0.7                 a number in (0, 1]; q of the biased model's ...'."""
+    value = option.default
+    shown = ",".join(f"{v:g}" for v in value) if isinstance(value, list) else value
+    head = f"{name}={shown}" if default else name
+    return f"    {head:22s} {option.allowed()}" + (f"; {option.help}" if option.help else "")
 
 
 def method_choices() -> list[str]:
@@ -180,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_commands(sub)
     add_run_commands(sub)
     data_command.add_parser(sub)
+    model_command.add_parser(sub)
     studies_command.add_parser(sub)
     return parser
 
@@ -190,12 +207,10 @@ def workdir_opt(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def data_opts(p: argparse.ArgumentParser) -> None:
-    d, t = AnalysisConfig(), TrakConfig()
+    t = TrakConfig()
     p.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with metadata.csv (default: sample_data/)")
     p.add_argument("--group-attribute", default=None, help="groups = (label, this attribute) when no group column")
-    p.add_argument("--image-size", type=int, default=d.data.image_size)
-    p.add_argument("--arch", default=d.model.arch, choices=["small_cnn", "resnet18"])
-    p.add_argument("--weights", default=None, help="local ResNet-18 state_dict to start from")
+    model_command.add_model_opts(p)
     p.add_argument("--models", type=int, default=None, help=f"ensemble size T (default {t.n_models})")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {TrainConfig().epochs})")
     p.add_argument("--seed", type=int, default=0)

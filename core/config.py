@@ -25,13 +25,15 @@ class DataConfig:
     image_size: int = 32
     group_attribute: str | None = None  # groups = (label, this attribute) when no `group` column
     metadata: str = "metadata.csv"  # the table's file name inside root (core/layouts.py writes others)
+    resize: int | None = None  # None: squash to image_size; N: shorter side to N, centre crop image_size
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "small_cnn"  # small_cnn | resnet18
+    arch: str = "small_cnn"  # small_cnn | any torchvision classification model (`d3m models`)
     width: int = 1  # channel-width divisor (small_cnn): 1 = full, 2 = half; used for proxy models
-    weights: str | None = None  # local state_dict file; nothing is ever downloaded
+    weights: str | None = None  # None (random init) | imagenet | a file: state_dict, TorchScript, checkpoint
+    normalize: str = "auto"  # input normalisation: auto (imagenet for torchvision archs) | imagenet | default
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     steps: int | None = None  # fixed optimizer-step budget (overrides epochs when set)
+    optimizer: str = "adam"  # adam | sgd (with momentum)
+    momentum: float = 0.9  # sgd only
+    augment: str = "auto"  # auto (crop_flip for torchvision archs, none for small_cnn) | crop_flip | none
+    amp: bool = True  # mixed precision (bfloat16 autocast) when training on a GPU; ignored on CPU
 
 
 @dataclass(frozen=True)
@@ -74,14 +80,30 @@ class AnalysisConfig:
     trak: TrakConfig = field(default_factory=TrakConfig)
 
 
+# Named training recipes (`--recipe`): the paper's settings (seeds/001 appendix B.2); any
+# setting given explicitly wins over the recipe's.
+RECIPES: dict[str, dict[str, Any]] = {
+    # ImageNet-pretrained ResNet fine-tuned on Waterbirds: Adam, lr 1e-4, wd 1e-4, batch 32, 20 epochs
+    "paper-waterbirds": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "batch_size": 32,
+                         "epochs": 20, "augment": "crop_flip"},
+    # randomly initialised ResNet-18 on CelebA: Adam, lr 1e-3, wd 1e-4, batch 512, 5 epochs (Age)
+    "paper-celeba": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 512, "epochs": 5},
+}
+
+
 def analysis_config(data_root: str | Path = DEFAULT_DATA, group_attribute: str | None = None,
-                    **settings: Any) -> AnalysisConfig:
+                    recipe: str | None = None, **settings: Any) -> AnalysisConfig:
     """AnalysisConfig defaults with the given settings, for the CLI, the dashboard and tests.
 
     Each setting names a field of one section (image_size, arch, weights, epochs, seed,
     device, n_models, proj_dim, projector, scope, ...); None keeps the default. A name found in
-    two sections (batch_size) sets the first: data, model, train, then trak.
+    two sections (batch_size) sets the first: data, model, train, then trak. `recipe` (a key
+    of RECIPES) fills the settings it names unless given. With `weights="imagenet"` the image
+    size and resize default to the weights' own preprocessing (e.g. 224 px crops of 256 px).
     """
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+    settings = {**RECIPES.get(recipe or "", {}), **{k: v for k, v in settings.items() if v is not None}}
     base = AnalysisConfig()
     sections = {name: {} for name in _SECTIONS}
     for key, value in settings.items():
@@ -89,12 +111,22 @@ def analysis_config(data_root: str | Path = DEFAULT_DATA, group_attribute: str |
                       if key in {f.name for f in dataclasses.fields(cls)}), None)
         if owner is None:
             raise ValueError(f"unknown analysis setting {key!r}")
-        if value is not None:
-            sections[owner][key] = value
+        sections[owner][key] = value
+    model = dataclasses.replace(base.model, **sections["model"])
+    if is_imagenet(model.weights):
+        from core.train.weights import imagenet_sizes  # torchvision: imported only when needed
+
+        sections["data"] = {**imagenet_sizes(model.arch, model.weights, sections["data"].get("image_size")),
+                            **sections["data"]}
     data = dataclasses.replace(base.data, root=str(Path(data_root).resolve()),
                                group_attribute=group_attribute or None, **sections["data"])
-    return AnalysisConfig(data=data, **{name: dataclasses.replace(getattr(base, name), **sections[name])
-                                        for name in ("model", "train", "trak")})
+    return AnalysisConfig(data=data, model=model, **{name: dataclasses.replace(getattr(base, name), **sections[name])
+                                                     for name in ("train", "trak")})
+
+
+def is_imagenet(weights: str | None) -> bool:
+    """`imagenet` or `imagenet:<torchvision weights name>` (e.g. imagenet:IMAGENET1K_V1)."""
+    return weights is not None and (weights == "imagenet" or weights.startswith("imagenet:"))
 
 
 def to_dict(cfg: Any) -> dict:
@@ -102,8 +134,12 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(cls: type[T], data: dict) -> T:
-    """Rebuild a (nested) config dataclass; unknown keys are an error, not silently dropped."""
-    kwargs = {}
+    """Rebuild a (nested) config dataclass; unknown keys are an error, not silently dropped.
+
+    A field missing from `data` (a config saved before the field existed) takes its default,
+    or its LEGACY value where the default would change what an older artifact meant."""
+    kwargs = {name: value for (owner, name), value in LEGACY.items()
+              if owner == cls.__name__ and name not in data}
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(names)
     if unknown:
@@ -130,6 +166,11 @@ def load_config(cls: type[T], path: Path) -> T:
     data.pop("type", None)
     return from_dict(cls, data)
 
+
+# Fields added after run folders were written, with the value that reproduces those runs
+# (an older resnet18 run was trained on 0.5/0.25-normalised inputs, without augmentation, in fp32).
+LEGACY = {("ModelConfig", "normalize"): "default", ("TrainConfig", "augment"): "none",
+          ("TrainConfig", "amp"): False}
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "trak": TrakConfig}
 _SUBCONFIGS = {

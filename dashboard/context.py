@@ -17,7 +17,10 @@ import streamlit as st
 
 from core.views import paths, data as views, selection as views_selection
 from core.config import DEFAULT_DATA, DataConfig, analysis_config, from_dict
+from core.data import categories
 from core.data.dataset import Dataset, load_dataset
+from core.methods import METHODS
+from core.views import distributions, runs as views_runs
 from core.errors import DatasetIssue
 from core.data.validate import metadata_path, validate_dataset
 from core.runs.store import Run, RunStore
@@ -69,7 +72,7 @@ def sidebar() -> Ctx:
         if issues:
             st.error(f"This dataset folder cannot be used: {len(issues)} problem(s). See the Data page.")
         store = RunStore(workdir)
-        analyses = views.analyses_for(store, root, group_attribute) if not issues else []
+        analyses = _analyses(str(workdir), root, group_attribute, store.version()) if not issues else []
         analysis = None
         if analyses:
             by_id = {r.id: r for r in analyses}
@@ -86,6 +89,11 @@ def sidebar() -> Ctx:
     ctx = Ctx(root, group_attribute, workdir, store, issues, analysis)
     st.session_state["_ctx"] = ctx
     return ctx
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _analyses(workdir: str, root: str, group_attribute: str | None, version: tuple) -> list[Run]:
+    return views.analyses_for(RunStore(workdir), root, group_attribute)
 
 
 def current() -> Ctx:
@@ -122,7 +130,7 @@ def array(run: Run, name: str) -> np.ndarray:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _csv(path: str, mtime: float) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"value": str})
+    return categories.read_table(path)  # classes and values as names: "0" stays "0"
 
 
 def csv(run: Run, name: str) -> pd.DataFrame:
@@ -140,3 +148,76 @@ def train_table(ctx: Ctx, score: str) -> pd.DataFrame:
     """Training examples with their scores (shared, read-only: filter it, never modify it)."""
     path = ctx.analysis.file(f"{score}.npy", create_parent=False)
     return _train_table(ctx.analysis.id, score, _mtime(path), ctx)
+
+
+def _table_key(ctx: Ctx, score: str) -> tuple:
+    return ctx.analysis.id, score, _mtime(ctx.analysis.file(f"{score}.npy", create_parent=False))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _sort_order(run_id: str, score: str, mtime: float, column: str, ascending: bool, _ctx: Ctx) -> np.ndarray:
+    return views_selection.sort_order(_train_table(run_id, score, mtime, _ctx), column, ascending)
+
+
+def sort_order(ctx: Ctx, score: str, column: str, ascending: bool) -> np.ndarray:
+    """The training-example table's rows sorted by a column: computed once per analysis and column."""
+    return _sort_order(*_table_key(ctx, score), column, ascending, ctx)
+
+
+TAIL = 0.005  # the alignment histogram's bins span the 0.5%-99.5% quantiles; the tails get a bar each
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _alignment_histogram(run_id: str, score: str, mtime: float, bins: int, _ctx: Ctx) -> dict:
+    values = _train_table(run_id, score, mtime, _ctx)["alignment"].to_numpy()
+    classes = _train_table(run_id, score, mtime, _ctx)["class"].to_numpy()
+    factor, unit = distributions.unit(values)
+    return {"bins": distributions.histogram(values, classes, bins, tail=TAIL), "factor": factor, "unit": unit}
+
+
+def alignment_histogram(ctx: Ctx, score: str, bins: int = 60) -> dict:
+    """The histogram of A_i per class (tails clipped and counted) and the unit to show A_i in
+    (distributions.unit: factor and label), once per analysis and score."""
+    return _alignment_histogram(*_table_key(ctx, score), bins, ctx)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _options(run_id: str, score: str, mtime: float, column: str, _ctx: Ctx) -> list[str]:
+    return categories.order(_train_table(run_id, score, mtime, _ctx)[column].unique())
+
+
+def options(ctx: Ctx, score: str, column: str) -> list[str]:
+    """The distinct names in a column of the example table, in the table's order."""
+    return _options(*_table_key(ctx, score), column, ctx)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _run_views(workdir: str, analysis_id: str, version: tuple) -> dict:
+    store = RunStore(workdir)
+    table = views_runs.compare_table(store, analysis_id, METHODS)
+    table["name"] = views_runs.run_names(table)
+    latest = views_runs.latest_result(store, analysis_id)
+    return {"table": table, "sweep": views_runs.sweep_curves(store, analysis_id), "latest": latest,
+            "reports": views_runs.method_reports(store, analysis_id, METHODS)}
+
+
+def run_views(ctx: Ctx) -> dict:
+    """The analysis's runs as the Debias and Compare pages show them (compare table with names,
+    k-sweep curves, latest result, method reports), read again only when the store changes
+    (RunStore.version); a job that died unseen is marked failed first."""
+    views_ = _run_views(str(ctx.workdir), ctx.analysis.id, ctx.store.version())
+    table = views_["table"]
+    for run_id in table.loc[table["state"].isin(("queued", "running")), "run"]:
+        ctx.store.get(run_id).status()  # marks a dead job failed, which changes the version
+    return _run_views(str(ctx.workdir), ctx.analysis.id, ctx.store.version())
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _jaccard(workdir: str, run_ids: tuple[str, ...], version: tuple) -> pd.DataFrame:
+    store = RunStore(workdir)
+    return views_runs.jaccard_matrix([store.get(r) for r in run_ids])
+
+
+def jaccard(ctx: Ctx, run_ids: list[str]) -> pd.DataFrame:
+    """Overlap of the removal sets of some runs (core.views.runs.jaccard_matrix), cached."""
+    return _jaccard(str(ctx.workdir), tuple(run_ids), ctx.store.version())

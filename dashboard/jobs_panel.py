@@ -31,7 +31,7 @@ def progress_panel(workdir: str, run_id: str, title: str) -> None:
         left.caption(f"{info['percent']:.0f}% done, {views.format_seconds(info['elapsed_s'])} elapsed. "
                      f"Log: `{info['log']}`")
         if right.button("Cancel", key=f"cancel-{run_id}"):
-            jobs.cancel(run)
+            attempt(jobs.cancel, run)
             st.rerun()
 
 

@@ -10,6 +10,8 @@ mutations and the tests that catch each; a mutation no test catches is a missing
 from __future__ import annotations
 
 import importlib
+import shutil
+import math
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -21,6 +23,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from core.attribution.factors import open_scores
 from core.pipeline.analysis import evaluate, load_run_dataset, write_selections
 from core.train.checkpoints import load_checkpoint
 from core.config import AnalysisConfig, from_dict
@@ -29,10 +32,13 @@ from core.progress import silent
 from core.runs.store import Run, RunStore
 from core.data.images import to_tensor
 from tests.methods import test_baselines as baselines
+from tests.methods import test_seed_methods as seed
 from tests.train import test_metrics as metrics
 from tests.pipeline import test_pipeline as pipeline
 from tests.methods import test_selection as sel
+from tests.attribution import test_factored as factored
 from tests.attribution import test_trak_lr as trak_lr
+from tests.views import test_distributions as dists
 
 
 @dataclass
@@ -56,9 +62,10 @@ def rewritten_selections(env: Env) -> Run:
     own step, `write_selections`, from its stored scores and validation logits."""
     source = env.ctx.analysis
     run = RunStore(Path(tempfile.mkdtemp(dir=env.tmp))).create("analysis", source.config())
-    for name in ("scores", "erm_logits_val", "val_ids", "train_ids"):
+    for name in ("erm_logits_val", "val_ids", "train_ids"):
         run.write_array(name, np.asarray(source.read_array(name)))
-    write_selections(run, env.ctx.data, run.read_array("scores"), run.read_array("erm_logits_val"))
+    shutil.copytree(source.file("ensemble"), run.file("ensemble"), ignore=shutil.ignore_patterns("*.pt"))
+    write_selections(run, env.ctx.data, open_scores(run.path), run.read_array("erm_logits_val"))
     return run
 
 
@@ -96,6 +103,24 @@ def refit_every_layer(dfr: Callable) -> Callable:
     return wrong
 
 
+def train_ids_for_fitting(real: Callable) -> Callable:
+    """val_fit_select whose fitting part is training examples (as many), the selection part kept."""
+    def wrong(ctx, fraction, seed_):
+        fit, select = real(ctx, fraction, seed_)
+        return ctx.train_idx[:len(fit)], select
+    return wrong
+
+
+def pissa_keeping_the_base(real: Callable) -> Callable:
+    """PiSSA's adapters set from the SVD, but the base weight left whole (W + BA at the start)."""
+    def wrong(layer):
+        base = layer.get_base_layer()
+        kept = base.weight.data.clone()
+        real(layer)
+        base.weight.data = kept
+    return wrong
+
+
 def linear_update(q: torch.Tensor, group_loss: torch.Tensor, eta: float) -> torch.Tensor:
     q = q + eta * group_loss
     return q / q.sum()
@@ -121,6 +146,10 @@ STORED_METRICS = ("test_pipeline::test_analysis_artifacts (the ERM model evaluat
                   evaluated_again)
 PLANTED = ("test_selection::test_pseudo_groups_recover_a_planted_component",
            lambda env: sel.check_planted_component(1.0))
+PRODUCTS = ("test_factored::test_every_product_equals_the_dense_matrix[eigh]",
+            lambda env: factored.check_products(Path(tempfile.mkdtemp(dir=env.tmp)), singular=True))
+FACTORED = ("test_factored::test_factored_selections_equal_the_dense_computation[binary]",
+            lambda env: factored.check_factored_equals_dense(env.ctx.analysis, env.ctx.data))
 
 
 @dataclass(frozen=True)
@@ -163,6 +192,13 @@ MUTATIONS = [
                                                                                           class_names, fraction),
              (PLANTED, ("test_selection::test_pseudo_groups_recover_a_planted_component[-1.0]",
                         lambda env: sel.check_planted_component(-1.0)), STORED)),
+    Mutation("pca-uncentred", "factored PCA without centring", "core.attribution.factored.centred",
+             lambda real: lambda block, mean: block, (PRODUCTS, FACTORED)),
+    Mutation("group-mean-wrong-rows", "group mean of Q taken over the wrong rows",
+             "core.attribution.factored.group_rows_mean",
+             lambda real: lambda q, groups, n_groups: real(q, np.roll(groups, 1), n_groups), (PRODUCTS, FACTORED, STORED)),
+    Mutation("b-no-residual", "B without the (1 - p) factor", "core.attribution.factored.residual_rows",
+             lambda real: lambda phi, p: real(phi, np.zeros_like(p)), (PRODUCTS, FACTORED, STORED)),
     Mutation("wga-mean", "worst-group accuracy as the mean of the group accuracies", "core.train.metrics.group_metrics",
              lambda real: with_result(real, "wga", lambda out: float(np.mean(list(out["per_group"].values())))),
              (METRICS, STORED_METRICS)),
@@ -191,6 +227,50 @@ MUTATIONS = [
     Mutation("dfr-every-layer", "DFR refitting every layer", "method:dfr", refit_every_layer,
              (("test_baselines::test_dfr_changes_only_the_last_layer",
                lambda env: baselines.check_dfr_changes_only_the_last_layer(env.ctx)),)),
+    Mutation("histogram-unclipped", "A_i histogram binned over the full range (tails not clipped)",
+             "core.views.distributions.histogram",
+             lambda real: lambda values, colors, bins=40, tail=0.0: real(values, colors, bins, 0.0),
+             (("test_distributions::test_clipped_histogram_counts_the_tails_in_labelled_edge_bins",
+               lambda env: dists.test_clipped_histogram_counts_the_tails_in_labelled_edge_bins()),
+              ("test_distributions::test_clipped_bins_make_a_heavy_tailed_distribution_readable",
+               lambda env: dists.test_clipped_bins_make_a_heavy_tailed_distribution_readable()))),
+    Mutation("jaccard-dice", "removal-set overlap as Dice (2 x intersection / sum of sizes), not Jaccard",
+             "core.views.runs.jaccard_matrix", lambda real: lambda runs: 2 * real(runs) / (1 + real(runs)),
+             (("test_distributions::test_jaccard_matrix_of_many_runs_equals_set_arithmetic",
+               lambda env: dists.test_jaccard_matrix_of_many_runs_equals_set_arithmetic(
+                   Path(tempfile.mkdtemp(dir=env.tmp)))),)),
+    Mutation("pgd-per-batch", "PGD importance normalised per batch of 32", "core.methods.pgd.importance",
+             lambda real: lambda norms: np.concatenate([real(norms[i:i + 32]) for i in range(0, len(norms), 32)])
+             / math.ceil(len(norms) / 32),
+             (("test_seed_methods::test_pgd_weights_are_normalised_ce_gradient_norms",
+               lambda env: seed.check_pgd_importance()),)),
+    Mutation("pgd-fresh-debiased", "PGD debiased model from a fresh initialisation", "core.methods.pgd.debiased_model",
+             lambda real: lambda ctx, biased, params, **hooks: real(ctx, biased, {**params, "init": "fresh"}, **hooks),
+             (("test_seed_methods::test_pgd_debiased_model_starts_from_the_biased_model",
+               lambda env: seed.check_pgd_starts_from_the_biased_model(env.ctx)),)),
+    Mutation("ffw-train-split", "FFW gates and bias head trained on the training split",
+             "core.methods.frozen.val_fit_select",
+             train_ids_for_fitting,
+             (("test_seed_methods::test_ffw_and_ba_lora_fit_on_balanced_validation",
+               lambda env: seed.check_fits_on_balanced_validation(env.ctx, "ffw", seed.FAST_FFW)),)),
+    Mutation("ffw-plain-sigmoid", "FFW gate σ(m/τ) instead of clamp(2σ(m/τ), 1)", "core.methods.ffw_gates.gate",
+             lambda real: lambda m, tau: torch.sigmoid(m / tau),
+             (("test_seed_methods::test_ffw_gates_start_at_the_erm_model",
+               lambda env: seed.check_ffw_gates_start_at_the_erm_model()),)),
+    Mutation("ffw-no-mi", "FFW without the mutual-information term", "core.train.losses.mutual_information",
+             lambda real: lambda b, probs, n_values, eps=1e-12: 0.0 * real(b, probs, n_values, eps),
+             (("test_seed_methods::test_ffw_removes_the_bias_channel_as_gamma_grows",
+               lambda env: seed.check_ffw_removes_the_bias_channel()),)),
+    Mutation("ba-lora-consistency-sign", "BA-LoRA consistency sign flipped", "core.train.losses.consistency",
+             lambda real: lambda adapted, base, kind="mse": -real(adapted, base, kind),
+             (("test_seed_methods::test_each_regulariser_moves_its_quantity",
+               lambda env: seed.check_regularisers_move_their_quantities()),
+              ("test_seed_methods::test_ba_lora_loss_is_ce_plus_the_official_terms_and_lambda_zero_drops_a_term",
+               lambda env: seed.check_ba_lora_loss_by_hand()))),
+    Mutation("ba-lora-no-residual", "BA-LoRA PiSSA without the residual in the base weights",
+             "core.methods.ba_lora.pissa_init", pissa_keeping_the_base,
+             (("test_seed_methods::test_pissa_init_reproduces_the_base_model",
+               lambda env: seed.check_pissa_reproduces_the_base_model()),)),
     Mutation("control-k", "random control drawing a different k", "method:random",
              lambda real: lambda ctx, params: real(ctx, {**params, "k": params["k"] + 1}),
              (("test_pipeline::test_d3m_removes_most_negative_and_gets_a_random_control",

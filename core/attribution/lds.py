@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from core.attribution.scores import Scores, as_scores
+
 
 def subset_masks(n: int, count: int, fraction: float, seed: int) -> np.ndarray:
     """`count` random subsets of round(fraction · n) train examples, as a bool (count, n) array."""
@@ -20,17 +22,19 @@ def subset_masks(n: int, count: int, fraction: float, seed: int) -> np.ndarray:
     return masks
 
 
-def lds_per_target(scores: np.ndarray, masks: np.ndarray, margins: np.ndarray) -> np.ndarray:
+def lds_per_target(scores: Scores | np.ndarray, masks: np.ndarray, margins: np.ndarray) -> np.ndarray:
     """Spearman correlation per target between predicted and actual subset margins.
 
-    scores: τ as (targets m, train n); masks: (subsets s, n) bool; margins: (s, m) actual.
-    Targets whose prediction or margin is constant over the subsets get NaN.
+    scores: τ as (targets m, train n), an array or an analysis's (factored) Scores;
+    masks: (subsets s, n) bool; margins: (s, m) actual. Targets whose prediction or margin
+    is constant over the subsets get NaN.
     """
+    scores = as_scores(scores)
     if masks.shape[1] != scores.shape[1] or margins.shape != (masks.shape[0], scores.shape[0]):
         raise ValueError(f"LDS shapes disagree: scores {scores.shape}, masks {masks.shape}, margins {margins.shape}")
     if masks.shape[0] < 3:
         raise ValueError(f"LDS needs at least 3 subsets, got {masks.shape[0]}")
-    predicted = masks.astype(np.float64) @ np.asarray(scores, np.float64).T  # (s, m)
+    predicted = scores.subset_sums(masks)  # (s, m)
     rp, ra = rankdata(predicted, axis=0), rankdata(margins, axis=0)
     rp, ra = rp - rp.mean(0), ra - ra.mean(0)
     denom = np.sqrt((rp**2).sum(0) * (ra**2).sum(0))
@@ -38,6 +42,6 @@ def lds_per_target(scores: np.ndarray, masks: np.ndarray, margins: np.ndarray) -
         return np.where(denom > 0, (rp * ra).sum(0) / np.where(denom > 0, denom, 1), np.nan)
 
 
-def lds(scores: np.ndarray, masks: np.ndarray, margins: np.ndarray) -> float:
+def lds(scores: Scores | np.ndarray, masks: np.ndarray, margins: np.ndarray) -> float:
     """The mean of lds_per_target over targets with a defined correlation."""
     return float(np.nanmean(lds_per_target(scores, masks, margins)))

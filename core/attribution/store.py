@@ -61,24 +61,55 @@ def load_or_featurize(folder: Path, meta: dict, model: nn.Module, featurizer, im
     """
     folder = Path(folder)
     meta = {**meta, "format": FORMAT, "n": int(len(idx)), "k": int(featurizer.dim)}
+    if claim(folder, meta, FeatureConfigMismatch):
+        return open_store(folder)
+    gram, probs = _write(folder / "features.npy", model, featurizer, images, idx, labels, batch_size,
+                         chunk_size, device, report)
+    return _finish(folder, meta, gram, probs)
+
+
+def claim(folder: Path, meta: dict, mismatch: type[ValueError]) -> bool:
+    """Whether `folder` already holds a complete store made under `meta`; otherwise mark it
+    as one being written under `meta`. A folder made under other metadata raises `mismatch`
+    (shared by the feature store and the factor store, core/attribution/factors.py)."""
     existing = folder / "metadata.json"
     if existing.exists():
         old = read_json(existing)
         if {k: v for k, v in old.items() if k != "complete"} != meta:
-            raise FeatureConfigMismatch(f"{folder}: features were made with another config: {old} != {meta}")
+            raise mismatch(f"{folder}: made with another config: {old} != {meta}")
         if old.get("complete"):
-            return _open(folder, meta)
+            return True
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(existing, {**meta, "complete": False})
-    gram, probs = _write(folder / "features.npy", model, featurizer, images, idx, labels, batch_size,
-                         chunk_size, device, report)
+    return False
+
+
+def _finish(folder: Path, meta: dict, gram: np.ndarray, probs: np.ndarray) -> TrainFeatures:
     write_npy_atomic(folder / "gram.npy", gram)
     write_npy_atomic(folder / "p.npy", probs)
-    write_json_atomic(existing, {**meta, "complete": True})
-    return _open(folder, meta)
+    write_json_atomic(folder / "metadata.json", {**meta, "complete": True})
+    return open_store(folder)
 
 
-def _open(folder: Path, meta: dict) -> TrainFeatures:
+def save_store(folder: Path, meta: dict, features: np.ndarray, probs: np.ndarray) -> TrainFeatures:
+    """A complete store from features computed elsewhere (an ensemble member on Ray), under
+    the metadata `load_or_featurize` would give it; ΦᵀΦ is accumulated here the same way."""
+    folder = Path(folder)
+    meta = {**meta, "format": FORMAT, "n": int(features.shape[0]), "k": int(features.shape[1])}
+    claim(folder, meta, FeatureConfigMismatch)
+    write_npy_atomic(folder / "features.npy", np.asarray(features, np.float32))
+    gram = np.zeros((features.shape[1],) * 2, np.float64)
+    for start in range(0, len(features), 4096):
+        accumulate(gram, features[start:start + 4096])
+    return _finish(folder, meta, gram, np.asarray(probs, np.float32))
+
+
+def open_store(folder: Path) -> TrainFeatures:
+    """A complete store (its metadata says so), features left on disk."""
+    folder = Path(folder)
+    meta = read_json(folder / "metadata.json")
+    if not meta.get("complete"):
+        raise ValueError(f"{folder}: the feature store is incomplete (its analysis did not finish)")
     return TrainFeatures(folder / "features.npy", meta["n"], meta["k"], np.load(folder / "p.npy"),
                          np.load(folder / "gram.npy"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from core.attribution.gradients import make_featurizer, resolve_scope
 from core.attribution.scorer import factor, score_chunks, solve
-from core.attribution.store import featurize, load_or_featurize
+from core.attribution.store import TrainFeatures, featurize, load_or_featurize
 from core.config import ModelConfig, TrakConfig
 from core.progress import Reporter, silent, scaled
 
@@ -43,9 +44,38 @@ def model_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray, train
                  report: Reporter = silent) -> np.ndarray:
     """Add weight · τ(z)_i for targets z (rows) and train examples i (columns) into `out`.
 
-    Train features are stored in `folder` (reused when the config matches); the projection
-    seed is shared by train and target gradients of this model, as TRAK requires.
+    The dense form (targets x train), for small problems and references; the analysis keeps
+    τ factored instead (`model_factors`). Train features are stored in `folder` (reused when
+    the config matches); the projection seed is shared by train and target gradients of this
+    model, as TRAK requires.
     """
+    train = None
+    for train, start, q in _solved_targets(model, images, labels, train_idx, target_idx, cfg, seed, device,
+                                           folder, model_id, report):
+        score_chunks(q, train.chunks(cfg.chunk_size), train.p, out[start:start + len(q)], weight)
+    return out
+
+
+def model_factors(model: nn.Module, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
+                  target_idx: np.ndarray, cfg: TrakConfig, seed: int, device: torch.device, folder: Path,
+                  q_out: np.ndarray | None = None, model_id: str = "", report: Reporter = silent
+                  ) -> tuple[TrainFeatures, np.ndarray]:
+    """One model's τ as factors, τ(z)_i = Q[z] · (1 - p_i) Φ_i (core/attribution/factored.py):
+    the train feature store in `folder` (Φ, p, ΦᵀΦ) and Q = G (ΦᵀΦ + λI)⁻¹ of the targets,
+    written into `q_out` (targets x k, e.g. a memmap; a new float32 array when None)."""
+    train = None
+    for train, start, q in _solved_targets(model, images, labels, train_idx, target_idx, cfg, seed, device,
+                                           folder, model_id, report):
+        if q_out is None:
+            q_out = np.zeros((len(target_idx), q.shape[1]), np.float32)
+        q_out[start:start + len(q)] = q
+    return train, q_out
+
+
+def _solved_targets(model: nn.Module, images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
+                    target_idx: np.ndarray, cfg: TrakConfig, seed: int, device: torch.device, folder: Path,
+                    model_id: str, report: Reporter) -> Iterator[tuple[TrainFeatures, int, np.ndarray]]:
+    """The train store, then (store, first target, Q of a chunk of targets) chunk by chunk."""
     for name in ("proj_dim", "batch_size", "chunk_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"trak.{name} must be >= 1, got {getattr(cfg, name)}")
@@ -59,7 +89,5 @@ def model_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray, train
         chunk = target_idx[start:start + cfg.chunk_size]
         target_feats = np.zeros((len(chunk), featurizer.dim), np.float32)
         featurize(model, featurizer, images, chunk, labels, cfg.batch_size, device, out=target_feats)
-        score_chunks(solve(chol, target_feats), train.chunks(cfg.chunk_size), train.p,
-                     out[start:start + len(chunk)], weight)
+        yield train, start, solve(chol, target_feats)
         report("scoring", start + len(chunk), len(target_idx))
-    return out

@@ -12,14 +12,18 @@ and cached by core/data/images.py.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from core.config import DataConfig
+from core.data import categories
 from core.data.images import load_images
+from core.data.table_cache import read_table, write_table
 from core.data.validate import SPLITS, attribute_columns, group_index, inspect, metadata_path, value_index
 from core.errors import DatasetError
 from core.progress import ReportFn, silent
@@ -31,7 +35,7 @@ class Dataset:
 
     root: Path
     metadata: pd.DataFrame
-    images: np.ndarray  # uint8 (N, S, S, 3)
+    images: np.ndarray  # uint8 (N, S, S, 3), a read-only np.memmap of the image cache
     labels: np.ndarray  # int64 class index
     class_names: list[str]
     groups: np.ndarray  # int64 group index
@@ -59,7 +63,17 @@ class Dataset:
         return pd.DataFrame({"id": ids, "filename": meta["filename"].to_numpy(),
                              "class": np.asarray(self.class_names, dtype=object)[self.labels[ids]],
                              "group": np.asarray(self.group_names, dtype=object)[self.groups[ids]],
-                             **{a: meta[a].astype(str).to_numpy() for a in self.attributes}})
+                             **{a: meta[a].to_numpy(dtype=object) for a in self.attributes}})
+
+    def in_cell(self, ids: np.ndarray, cell: dict) -> np.ndarray:
+        """Which of the examples `ids` lie in a (class, attribute = value) cell, matched by name
+        (core/data/categories.py: a class or value given as 0, "0" or np.int64(0) is the same)."""
+        if cell["attribute"] not in self.attributes:
+            raise ValueError(f"unknown attribute {cell['attribute']!r} (attributes: {', '.join(self.attributes) or 'none'})")
+        ids = np.asarray(ids, np.int64)
+        names = np.asarray(self.class_names, dtype=object)[self.labels[ids]]
+        values = self.metadata[cell["attribute"]].to_numpy()[ids]
+        return (values == categories.name(cell["value"])) & (names == categories.name(cell["class"]))
 
     def group_class(self) -> np.ndarray:
         """For each group its class index when all its examples share one class, else -1."""
@@ -71,22 +85,63 @@ class Dataset:
         return out
 
 
+_REUSED: dict | None = None  # loads kept while `reused()` is active
+
+
+@contextmanager
+def reused() -> Iterator[None]:
+    """Within the block, loading the same dataset again (same config and cache folder, its
+    table unchanged) returns the first load instead of checking every file again. For a study
+    task, which goes through the same functions as the CLI (each loads the dataset: 2 to 4
+    loads a task) after the study checked every node's copy once (core/studies/nodes.py)."""
+    global _REUSED
+    outer = _REUSED
+    _REUSED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REUSED = outer
+
+
 def load_dataset(
     cfg: DataConfig, cache_dir: Path | None = None, report: ReportFn = silent
 ) -> Dataset:
     """Validate and load a dataset folder; raises DatasetError listing every problem.
 
-    Resized images are cached in `cache_dir` (when given) under a hash of metadata.csv, the
-    image size and each image file's size and mtime; a cache hit opens no image.
+    With `cache_dir`, the checked table is cached there (core/data/table_cache.py) and the
+    resized images too, under a hash of metadata.csv, the image size and resize rule and each
+    image file's size and mtime; a cache hit opens no image. `images` is a read-only memory
+    map of the cache file: index it by batches of ids (it never sits in memory whole).
     """
     if cfg.image_size < 1:
         raise ValueError(f"image_size must be positive, got {cfg.image_size}")
+    if cfg.resize is not None and cfg.resize < cfg.image_size:
+        raise ValueError(f"resize {cfg.resize} must be at least image_size {cfg.image_size} (it is cropped to it)")
     csv = metadata_path(cfg.root, cfg.metadata)
-    df, paths, issues = inspect(csv, cfg.group_attribute)
-    if issues or df is None:
-        raise DatasetError(issues)
-    images = load_images(csv, df, paths, cfg.image_size, cache_dir, report)
-    df = df.reset_index(drop=True)
+    key = None
+    if _REUSED is not None and csv.is_file():
+        stat = csv.stat()
+        key = (cfg, str(Path(cache_dir).resolve()) if cache_dir else None, stat.st_mtime_ns, stat.st_size)
+        if key in _REUSED:
+            return _REUSED[key]
+    data = _load(cfg, csv, cache_dir, report)
+    if key is not None:
+        _REUSED[key] = data
+    return data
+
+
+def _load(cfg: DataConfig, csv: Path, cache_dir: Path | None, report: ReportFn) -> Dataset:
+    cached = read_table(csv, cfg.group_attribute, cache_dir)
+    if cached is None:
+        df, paths, issues = inspect(csv, cfg.group_attribute)
+        if issues or df is None:
+            raise DatasetError(issues)
+    else:
+        df, paths = cached
+    images = load_images(csv, df, paths, cfg.image_size, cache_dir, report, cfg.resize)
+    if cache_dir is not None:
+        write_table(csv, cfg.group_attribute, cache_dir, df)
+    df = categories.as_text(df.reset_index(drop=True))  # the one normalisation: every cell a name
     labels, class_names = value_index(df["label"])
     groups, group_names = group_index(df, labels, class_names, cfg.group_attribute)
     return Dataset(

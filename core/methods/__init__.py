@@ -5,7 +5,7 @@ from core.methods import ba_lora, ffw, pgd  # noqa: F401  (registration)
 from core.methods.base import BASELINE, CONTROL, METHODS, Method, MethodContext, MethodResult, get_method, register
 
 ORDER = ("d3m", "auto_d3m", "subg", "dfr", "erm", "groupdro", "jtt", "random", "rwg", "flagged", "subpopulations",
-         "pgd", "ffw", "ba_lora")
+         "pgd", "ffw", "ba_lora", "lora")
 DEFAULT_METHOD = ORDER[0]  # D3M: what `d3m pipeline`, a study and the Debias page start with
 if set(ORDER) != set(METHODS):
     raise ImportError(f"core.methods.ORDER and the registered methods differ: {sorted(set(ORDER) ^ set(METHODS))}")

@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from core.methods import selection
 from core.methods.base import MethodContext, MethodResult, register
+from core.methods.options import Option
 from core.methods.removal import remove_by_score
 from core.train.losses import cross_entropy_np
 
 
-@register("d3m", "D3M", group_info="no/yes", needs="k", options={"beta": 1.0})
+BETA = Option(1.0, ge=0, help="β of equation 3: how strongly the high-loss groups weigh in the alignment "
+                              "(0: every group alike)")
+
+
+@register("d3m", "D3M", group_info="no/yes", needs="k", options={"beta": BETA})
 def d3m(ctx: MethodContext, params: dict) -> MethodResult:
     """Remove the examples whose group alignment (equation 3) is most negative."""
     val_groups = ctx.data.groups[ctx.val_idx]
@@ -16,7 +21,8 @@ def d3m(ctx: MethodContext, params: dict) -> MethodResult:
     return remove_by_score(ctx, params, align, val_groups, ctx.data.group_names)
 
 
-@register("auto_d3m", "Auto-D3M", group_info="no/no", needs="k", options={"beta": 1.0, "fraction": 0.35},
+@register("auto_d3m", "Auto-D3M", group_info="no/no", needs="k", options={"beta": BETA, "fraction": Option(
+              0.35, gt=0, lt=1, help="share of each class's validation examples on the pseudo-group's low side")},
           alignment="auto_alignment")
 def auto_d3m(ctx: MethodContext, params: dict) -> MethodResult:
     """D3M on pseudo-groups from the top principal component of each class's attributions;

@@ -32,6 +32,7 @@ from sklearn.preprocessing import StandardScaler
 
 from core.train.checkpoints import load_checkpoint
 from core.methods.base import MethodContext, MethodResult, register
+from core.methods.options import Option
 from core.methods.subg import balanced_subsample
 from core.train.metrics import group_metrics
 from core.methods.frozen import last_linear, penultimate
@@ -99,13 +100,12 @@ def wga(x: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], w: n
 
 
 @register("dfr", "DFR (last-layer retraining)", group_info="no/yes", removes=False,
-          options={"penalty": "l1", "c_grid": list(C_GRID), "n_draws": 10})
+          trains_on="the last layer on group-balanced draws from half of validation; the other half picks C",
+          options={"penalty": Option("l1", choices=("l1", "l2"), help="the regression's penalty (DFR: l1)"),
+                   "c_grid": Option(list(C_GRID), gt=0, help="inverse regularisation strengths C to try"),
+                   "n_draws": Option(10, ge=1, help="balanced subsamples averaged per fit")})
 def dfr(ctx: MethodContext, params: dict) -> MethodResult:
     penalty, grid, n_draws = params["penalty"], params["c_grid"], params["n_draws"]
-    if penalty not in ("l1", "l2"):
-        raise ValueError(f"DFR penalty must be 'l1' or 'l2', got {penalty!r}")
-    if not grid or n_draws < 1:
-        raise ValueError(f"DFR needs at least one C in c_grid and n_draws >= 1 (got {grid}, {n_draws})")
     rng = np.random.default_rng(30_000 + int(params.get("seed", ctx.cfg.train.seed)))
     model = load_checkpoint(ctx.analysis.file("erm/model.pt"), ctx.device)
     data, val = ctx.data, ctx.val_idx

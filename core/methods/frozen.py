@@ -5,9 +5,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.train.checkpoints import load_checkpoint
-from core.methods.base import MethodContext
 from core.data.images import to_tensor
+from core.train.training import eval_batch_size
+from core.methods.base import MethodContext
+from core.train.checkpoints import load_checkpoint
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -16,8 +17,9 @@ def last_linear(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def penultimate(model: nn.Module, images: np.ndarray, idx: np.ndarray, device: torch.device,
-                batch_size: int = 512) -> np.ndarray:
+                batch_size: int | None = None) -> np.ndarray:
     """The inputs of the model's last linear layer for examples idx (eval mode), float64."""
+    batch_size = batch_size or eval_batch_size(images.shape[1], device)
     feats: list[torch.Tensor] = []
     hook = last_linear(model).register_forward_hook(lambda m, inp, out: feats.append(inp[0].flatten(1).cpu()))
     try:
@@ -43,7 +45,7 @@ class AlwaysEval(nn.Module):
     model inside keeps its batch-norm statistics (buffers) bit-identical and its examples
     independent, while the trainable part (gates, adapters) still gets its gradients."""
 
-    def train(self, mode: bool = True) -> "AlwaysEval":
+    def train(self, mode: bool = True) -> AlwaysEval:
         return super().train(False)
 
 
@@ -65,3 +67,41 @@ def labels_by_id(n: int, idx: np.ndarray, values: np.ndarray) -> torch.Tensor:
     out = torch.full((n,), -1, dtype=torch.int64)
     out[torch.as_tensor(idx)] = torch.as_tensor(np.asarray(values), dtype=torch.int64)
     return out
+
+
+def val_fit_select(ctx: MethodContext, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation example ids split into a group-balanced fitting part and a selection part.
+
+    Every validation group is shuffled and its first round(fraction · n_g) examples go to the
+    fitting part; the fitting part is then balanced by keeping, from every group, as many as
+    the smallest group has there (as DFR balances its fitting data); every other validation
+    example (the rest of each group and what balancing left out) is the selection part. FFW's
+    official code trains its gates and bias head on 60% of CelebA's validation set and keeps
+    the other 40% for its choices (dataloaders.py:246-248); here that split is by group."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fit_fraction must be strictly between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(40_000 + seed)
+    val = ctx.val_idx
+    groups = ctx.data.groups[val]
+    parts = {}
+    for g in np.unique(groups):
+        members = rng.permutation(val[groups == g])
+        parts[g] = (members[:round(fraction * len(members))], members[round(fraction * len(members)):])
+    smallest = min(len(fit) for fit, _ in parts.values())
+    if smallest == 0:
+        raise ValueError("a validation group is too small to give the fitting part an example "
+                         f"(fit_fraction={fraction}); every group needs at least {int(np.ceil(0.5 / fraction))}")
+    fit = np.sort(np.concatenate([f[:smallest] for f, _ in parts.values()]))
+    select = np.sort(np.setdiff1d(val, fit))
+    return fit, select
+
+
+def val_groups_reason(data) -> str | None:
+    """FFW and BA-LoRA fit on part of every validation group and choose on the rest: each
+    validation group needs two examples."""
+    val = data.idx("val")
+    counts = np.bincount(data.groups[val], minlength=data.n_groups)
+    present = counts[counts > 0]
+    if len(present) == 0 or present.min() < 2:
+        return "it needs at least two validation examples in every validation group (one to fit on, one to choose with)"
+    return None

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from core.methods.base import MethodContext, MethodResult, register
+from core.methods.options import Option
 from core.methods.selection_by_val import fit_selected
 
 
@@ -29,8 +30,6 @@ class GroupDROLoss:
     """A train(..., loss_fn=...) holding the online group weights q (float64, on CPU)."""
 
     def __init__(self, groups: np.ndarray, n_groups: int, eta: float):
-        if eta < 0:
-            raise ValueError(f"GroupDRO step size eta must be >= 0, got {eta}")
         self.groups = torch.tensor(np.array(groups), dtype=torch.int64)  # by example id
         self.n_groups, self.eta = n_groups, float(eta)
         self.q = torch.full((n_groups,), 1.0 / n_groups, dtype=torch.float64)
@@ -47,7 +46,8 @@ class GroupDROLoss:
         return (self.q.to(logits.device, logits.dtype) * group_loss).sum()
 
 
-@register("groupdro", "GroupDRO", group_info="yes/yes", removes=False, options={"eta": 0.01})
+@register("groupdro", "GroupDRO", group_info="yes/yes", removes=False, options={
+    "eta": Option(0.01, ge=0, help="step size η of the group weights (Sagawa et al.: 0.01)")})
 def groupdro(ctx: MethodContext, params: dict) -> MethodResult:
     loss = GroupDROLoss(ctx.data.groups, ctx.data.n_groups, params["eta"])
     model, steps, info = fit_selected(ctx, ctx.train_idx, params, "GroupDRO: ", loss_fn=loss)

@@ -22,6 +22,7 @@ import numpy as np
 
 from core.train.training import fit
 from core.methods.base import MethodContext, MethodResult, register
+from core.methods.options import Option
 from core.methods.selection_by_val import fit_selected
 from core.progress import scaled
 from core.train.training import predict_logits
@@ -34,11 +35,10 @@ def upsample_probs(errors: np.ndarray, upweight: float) -> np.ndarray:
 
 
 @register("jtt", "JTT (Just Train Twice)", group_info="no/yes", removes=False,
-          options={"first_epochs": 2, "upweight": 20.0})
+          options={"first_epochs": Option(2, ge=1, help="epochs of the stage-1 identification model"),
+                   "upweight": Option(20.0, ge=1, help="λ_up: how much more often stage-1 errors are drawn")})
 def jtt(ctx: MethodContext, params: dict) -> MethodResult:
     first_epochs, upweight = params["first_epochs"], params["upweight"]
-    if first_epochs < 1 or upweight < 1:
-        raise ValueError(f"JTT needs first_epochs >= 1 and upweight >= 1 (got {first_epochs}, {upweight})")
     idx = ctx.train_idx
     first_steps = first_epochs * math.ceil(len(idx) / ctx.cfg.train.batch_size)
     stage1 = fit(ctx.data, idx, ctx.cfg, ctx.recipe(params, steps=first_steps), ctx.device,

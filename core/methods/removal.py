@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.runs import stages
+from core.train.checkpoints import load_checkpoint, save_checkpoint
 from core.train.training import Trained, fit
 from core.methods.base import MethodContext, MethodResult
 from core.progress import scaled
@@ -20,6 +22,24 @@ def retrain_without(ctx: MethodContext, removed: np.ndarray, params: dict, prefi
         raise ValueError("every training example would be removed: choose a smaller k")
     return fit(ctx.data, ctx.train_idx[keep], ctx.cfg, ctx.recipe(params), ctx.device,
                scaled(ctx.report, prefix + "retrained model: "))
+
+
+def sweep_point(ctx: MethodContext, align: np.ndarray, k: int, params: dict, groups: np.ndarray,
+                names: list[str], prefix: str) -> tuple[Trained, float]:
+    """One retrain of a k sweep and its validation WGA on `groups`. With the debias run at hand
+    (ctx.run) each is a stage: its checkpoint (sweep/model_k<k>.pt) and marker, so a resumed
+    run (a killed worker, a study started again) redoes only the retrains not finished."""
+    name, run = f"sweep_k{k}", ctx.run
+    if run is not None and stages.is_done(run, name):
+        info = stages.info(run, name)
+        model = load_checkpoint(run.file(f"sweep/model_k{k}.pt"), ctx.device)
+        return Trained(model, info["steps"], info["seconds"]), info["val_wga"]
+    trained = retrain_without(ctx, most_negative(align, k), params, prefix)
+    wga = ctx.val_wga(trained.model, groups, names)
+    if run is not None:
+        save_checkpoint(run.file(f"sweep/model_k{k}.pt"), trained.model, ctx.cfg)
+        stages.mark_done(run, name, {"val_wga": wga, "steps": trained.steps, "seconds": trained.seconds})
+    return trained, wga
 
 
 def remove_by_score(ctx: MethodContext, params: dict, align: np.ndarray, sel_groups: np.ndarray,
@@ -37,8 +57,8 @@ def remove_by_score(ctx: MethodContext, params: dict, align: np.ndarray, sel_gro
         curve = []
         best = None
         for i, k_i in enumerate(sweep):
-            trained = retrain_without(ctx, most_negative(align, k_i), params, f"sweep {i + 1}/{len(sweep)} (k={k_i}): ")
-            wga = ctx.val_wga(trained.model, sel_groups, sel_names)
+            trained, wga = sweep_point(ctx, align, k_i, params, sel_groups, sel_names,
+                                       f"sweep {i + 1}/{len(sweep)} (k={k_i}): ")
             curve.append({"k": k_i, "val_wga": wga})
             if best is None or wga > best[1]:
                 best = (k_i, wga, trained)

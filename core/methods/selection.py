@@ -1,5 +1,9 @@
 """From TRAK scores to removal sets: group alignment (equation 3), the k rules, Auto-D3M's
-pseudo-groups and the subpopulation table (seeds/001 sections 4-5)."""
+pseudo-groups and the subpopulation table (seeds/001 sections 4-5).
+
+Scores come as core/attribution/scores.py's `Scores` (an analysis's factors, or a dense
+matrix: arrays are wrapped), and only their products are used, so nothing here is ever
+validation x train in size."""
 from __future__ import annotations
 
 import math
@@ -7,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
+
+from core.attribution.scores import Scores, as_scores
 
 from core.train.metrics import group_mean
 from core.train.losses import cross_entropy_np
@@ -19,17 +24,13 @@ def group_losses(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_g
     return group_mean(cross_entropy_np(logits, labels), groups, n_groups)
 
 
-def group_scores(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """τ(G)_i = mean of τ(z)_i over validation examples z in group G; (n_groups, n_train)."""
-    out = np.full((n_groups, scores.shape[1]), np.nan, np.float64)
-    for g in range(n_groups):
-        rows = np.flatnonzero(groups == g)
-        if len(rows):
-            out[g] = np.asarray(scores[rows], np.float64).mean(axis=0)
-    return out
+def group_scores(scores: Scores | np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """τ(G)_i = mean of τ(z)_i over validation examples z in group G; (n_groups, n_train),
+    NaN rows for groups without validation examples."""
+    return as_scores(scores).group_means(np.asarray(groups), n_groups)
 
 
-def alignment(scores: np.ndarray, groups: np.ndarray, losses: np.ndarray, beta: float = 1.0) -> np.ndarray:
+def alignment(scores: Scores | np.ndarray, groups: np.ndarray, losses: np.ndarray, beta: float = 1.0) -> np.ndarray:
     """Equation 3: A_i = Σ_g exp(β ℓ_g) τ(g)_i / Σ_g exp(β ℓ_g).
 
     Groups with no validation example (NaN loss) are left out. A negative A_i means that
@@ -77,11 +78,14 @@ class PseudoGroups:
     names: list[str]  # one name per pseudo-group id
 
 
-def pseudo_groups(scores: np.ndarray, labels: np.ndarray, losses: np.ndarray, class_names: list[str],
+def pseudo_groups(scores: Scores | np.ndarray, labels: np.ndarray, losses: np.ndarray, class_names: list[str],
                   fraction: float = 0.35) -> PseudoGroups:
     """Per class: project the validation attribution rows on their top principal component,
     orient it so the `fraction` lower tail has the higher mean validation loss (no group
-    labels needed), and split there (seeds/001 section 4, footnote 2)."""
+    labels needed), and split there (seeds/001 section 4, footnote 2). The component's sign
+    is first fixed (largest |coordinate| positive), so that a tie of the two tails' losses
+    splits factored and dense scores alike."""
+    scores = as_scores(scores)
     groups = np.zeros(len(labels), np.int64)
     proj = np.zeros(len(labels), np.float64)
     thresholds = {}
@@ -90,8 +94,8 @@ def pseudo_groups(scores: np.ndarray, labels: np.ndarray, losses: np.ndarray, cl
         if len(rows) < 2:
             groups[rows], thresholds[c] = 2 * c, float("nan")
             continue
-        x = np.asarray(scores[rows], np.float64)
-        p = PCA(n_components=1, svd_solver="full").fit_transform(x)[:, 0]
+        p = scores.class_projection(rows)
+        p = p if p[np.argmax(np.abs(p))] >= 0 else -p
         n_low = max(1, math.ceil(fraction * len(rows)))
         order = np.argsort(p, kind="stable")
         if losses[rows[order[-n_low:]]].mean() > losses[rows[order[:n_low]]].mean():

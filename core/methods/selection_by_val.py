@@ -38,16 +38,23 @@ class EpochSelector:
     best_state: dict | None = None
     best_epoch: float | None = None
     best_score: float = -math.inf
+    best_key: tuple = ()
 
     def __call__(self, epoch: int, model: nn.Module) -> None:
         self.record(epoch + 1, model)  # epochs counted from 1: "after epoch 3"
 
     def record(self, epoch: float, model: nn.Module) -> None:
-        score = float(self.evaluate(model))
-        self.curve.append({"epoch": epoch, "val_wga": score})
-        if self.best_state is None or score > self.best_score:
+        """`evaluate` returns the validation WGA, or (WGA, average accuracy): then the average
+        accuracy breaks WGA ties (many small groups make WGA ties common)."""
+        raw = self.evaluate(model)
+        key = tuple(float(v) for v in raw) if isinstance(raw, tuple) else (float(raw),)
+        entry = {"epoch": epoch, "val_wga": key[0]}
+        if len(key) > 1:
+            entry["val_acc"] = key[1]
+        self.curve.append(entry)
+        if self.best_state is None or key > self.best_key:
             self.best_state = copy.deepcopy(model.state_dict())
-            self.best_epoch, self.best_score = epoch, score
+            self.best_epoch, self.best_score, self.best_key = epoch, key[0], key
 
     def info(self) -> dict:
         return {"selected_epoch": self.best_epoch, "selected_by": SELECTED_BY,

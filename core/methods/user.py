@@ -27,13 +27,9 @@ def flagged(ctx: MethodContext, params: dict) -> MethodResult:
 @register("subpopulations", "Excluded subpopulations", group_info="no/yes", needs="cells")
 def subpopulations(ctx: MethodContext, params: dict) -> MethodResult:
     """Remove every training example in the chosen (class, attribute = value) cells."""
-    meta = ctx.data.metadata.iloc[ctx.train_idx]
-    labels = np.asarray([ctx.data.class_names[c] for c in ctx.data.labels[ctx.train_idx]])
     mask = np.zeros(len(ctx.train_idx), bool)
     for cell in params.get("cells") or []:
-        if cell["attribute"] not in meta.columns:
-            raise ValueError(f"unknown attribute {cell['attribute']!r}")
-        mask |= (meta[cell["attribute"]].astype(str).to_numpy() == str(cell["value"])) & (labels == cell["class"])
+        mask |= ctx.data.in_cell(ctx.train_idx, cell)  # matched by name: class 0 and "0" alike
     removed = np.flatnonzero(mask)
     trained = retrain_without(ctx, removed, params)
     return MethodResult(trained.model, removed, trained.steps, {"selected_by": "excluded subpopulations",

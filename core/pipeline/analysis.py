@@ -4,10 +4,11 @@ Artifacts of an analysis run (beside its config.json):
   erm/model.pt, metrics.json (ERM val/test metrics, step budget, timings)
   erm_logits_val.npy, erm_logits_test.npy, train_ids.npy, val_ids.npy, test_ids.npy
   ensemble/model_<t>.pt, ensemble/subset_<t>.npy, ensemble/features_<t>/ (feature store)
-  scores.npy   (val x train, τ averaged over the T models; memory-mapped)
+  ensemble/factors/ (τ averaged over the T models, kept factored: core/attribution/factors.py;
+      analyses made before the factors have scores.npy, val x train, instead, read as before)
   alignment.npy (D3M, true validation groups), auto.json + auto_*.npy (Auto-D3M)
   subpopulations.csv
-  stages/<name>.json: completion markers (ids, erm, member_<t>, scores) a resume trusts
+  stages/<name>.json: completion markers (ids, erm, member_<t>, factors) a resume trusts
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from core.runs import jobs, stages
 
 from core.methods import selection
 from core.attribution.gradients import resolve_scope
-from core.attribution.trak import model_scores, proxy_model_config
+from core.attribution.factors import FOLDER as FACTORS, FactorStore, open_scores
+from core.attribution.scores import Scores
+from core.attribution.store import save_store
+from core.attribution.trak import feature_meta, model_factors, proxy_model_config
 from core.train.checkpoints import load_checkpoint, save_checkpoint
 from core.config import AnalysisConfig, from_dict, to_dict
 from core.io import write_csv_atomic
@@ -99,7 +103,10 @@ def run_analysis(run: Run, report: Reporter, members: MemberRunner | None = None
         run.write_array(f"erm_logits_{split}", ev.pop(f"logits_{split}"))
     timings = {"erm_train": erm_info["seconds"]}
     scores = ensemble_scores(run, data, cfg, device, report, timings, members)
+    start = time.perf_counter()
+    report("selections (alignment, Auto-D3M, subpopulations)", 0, 1)
     write_selections(run, data, scores, run.read_array("erm_logits_val"))
+    timings["selections"] = time.perf_counter() - start
     epochs_done = erm_info["steps"] / math.ceil(len(train_idx) / cfg.train.batch_size)
     run.write_json("metrics", {**ev, "steps": erm_info["steps"], "timings": timings, "device": str(device),
                                "epoch_seconds": erm_info["seconds"] / epochs_done,
@@ -178,9 +185,13 @@ class Member:
 
 @dataclass
 class MemberResult:
+    """A member trained elsewhere: its model and its factors (train features Φ, p; val Q)."""
+
     t: int
     model: torch.nn.Module
-    scores: np.ndarray  # τ of this member alone (val x train)
+    features: np.ndarray  # Φ (train x k)
+    p: np.ndarray  # true-class probability per train example
+    q: np.ndarray  # Q (val x k)
     train_seconds: float
     featurize_seconds: float
 
@@ -190,19 +201,21 @@ MemberRunner = Callable[[Dataset, AnalysisConfig, AnalysisConfig, list[Member]],
 
 
 def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.device,
-                    report: Reporter, timings: dict, members: MemberRunner | None = None) -> np.ndarray:
+                    report: Reporter, timings: dict, members: MemberRunner | None = None) -> Scores:
     """τ averaged over T models, each trained on a random `subset_fraction` of train
-    (with trak.proxy_width > 1: narrower proxy models of the configured architecture).
-    The sum is rebuilt from zero on a resume: finished members are loaded, their complete
-    feature stores reused, only the cheap target scoring runs again. Members train here one
-    after the other, or the unfinished ones through `members` (the same numbers)."""
-    if stages.is_done(run, "scores"):
-        timings.update(stages.info(run, "scores"))
-        return run.read_array("scores")
+    (with trak.proxy_width > 1: narrower proxy models of the configured architecture), kept
+    as factors (core/attribution/factors.py): never a val x train matrix. On a resume,
+    finished members are loaded and their complete feature stores and Q's reused. Members
+    train here one after the other, or the unfinished ones through `members` (the same
+    numbers). An analysis made before the factors keeps its scores.npy."""
+    for stage in ("factors", "scores"):  # "scores": a dense scores.npy, from before the factors
+        if stages.is_done(run, stage):
+            timings.update(stages.info(run, stage))
+            return open_scores(run.path)
     train_idx, val_idx = data.idx("train"), data.idx("val")
-    t_cfg = cfg.trak
-    out = np.lib.format.open_memmap(run.file("scores.npy"), mode="w+", dtype=np.float32,
-                                    shape=(len(val_idx), len(train_idx)))
+    n_models = cfg.trak.n_models
+    metas = [feature_meta(cfg.trak, member_seed(cfg, t), f"{run.id}/model_{t}") for t in range(n_models)]
+    store = factor_store(run, cfg, len(train_idx), len(val_idx), metas)
     times = {"ensemble_train": 0.0, "featurize": 0.0}
     subsets = member_subsets(cfg, len(train_idx))
     todo = [Member(t, subset, member_seed(cfg, t)) for t, subset in enumerate(subsets)
@@ -210,33 +223,52 @@ def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.
     elsewhere = members(data, cfg, member_cfg(cfg), todo) if members is not None and todo else None
     for t, subset in enumerate(subsets):
         if elsewhere is not None and not stages.is_done(run, f"member_{t}"):
-            result = next(elsewhere)  # results come in order t
-            save_member(run, cfg, t, subset, result.model, result.train_seconds)
-            out += (1.0 / t_cfg.n_models) * result.scores
-            times["ensemble_train"] += result.train_seconds
-            times["featurize"] += result.featurize_seconds
-            report("ensemble members", t + 1, t_cfg.n_models)
+            save_result(run, cfg, next(elsewhere), subset, metas[t], store, times)  # results come in order t
+            report("ensemble members", t + 1, n_models)
             continue
-        prefix = f"model {t + 1}/{t_cfg.n_models}: "
+        prefix = f"model {t + 1}/{n_models}: "
         model, seconds = member_model(run, data, cfg, t, subset, device, scaled(report, prefix))
         times["ensemble_train"] += seconds
+        if store.has(t):
+            continue
         start = time.perf_counter()
-        model_scores(model, data.images, data.labels, train_idx, val_idx, t_cfg, member_seed(cfg, t), device,
-                     run.file(f"ensemble/features_{t}"), out, weight=1.0 / t_cfg.n_models,
-                     model_id=f"{run.id}/model_{t}", report=scaled(report, prefix))
+        _, q = model_factors(model, data.images, data.labels, train_idx, val_idx, cfg.trak, member_seed(cfg, t),
+                             device, run.file(f"ensemble/features_{t}"), model_id=metas[t]["model"],
+                             report=scaled(report, prefix))
+        store.save_q(t, q)
         times["featurize"] += time.perf_counter() - start
     if elsewhere is not None:
         elsewhere.close()  # lets the runner release what it started (e.g. a local Ray)
-    out.flush()
-    del out
-    stages.mark_done(run, "scores", times)
+    start = time.perf_counter()
+    report("ensemble Gram matrix BᵀB", 0, 1)
+    scores = store.finish()
+    times["gram_b"] = time.perf_counter() - start
+    stages.mark_done(run, "factors", times)
     timings.update(times)
-    return run.read_array("scores")
+    return scores
 
 
-def write_selections(run: Run, data: Dataset, scores: np.ndarray, val_logits: np.ndarray,
+def factor_store(run: Run, cfg: AnalysisConfig, n_train: int, n_val: int, metas: list[dict]) -> FactorStore:
+    """The run's factor store, under metadata naming each member's feature store and config."""
+    return FactorStore(run.file(FACTORS), {"n": n_train, "m": n_val, "ridge": cfg.trak.ridge,
+                                           "members": [{"features": f"features_{t}", **meta}
+                                                       for t, meta in enumerate(metas)]})
+
+
+def save_result(run: Run, cfg: AnalysisConfig, result: MemberResult, subset: np.ndarray, meta: dict,
+                store: FactorStore, times: dict) -> None:
+    """A member computed elsewhere: its feature store and Q, then its checkpoint and marker."""
+    save_store(run.file(f"ensemble/features_{result.t}"), meta, result.features, result.p)
+    store.save_q(result.t, result.q)
+    save_member(run, cfg, result.t, subset, result.model, result.train_seconds)
+    times["ensemble_train"] += result.train_seconds
+    times["featurize"] += result.featurize_seconds
+
+
+def write_selections(run: Run, data: Dataset, scores: Scores | np.ndarray, val_logits: np.ndarray,
                      beta: float = 1.0, fraction: float = 0.35) -> None:
-    """D3M alignment on true groups, Auto-D3M pseudo-groups and alignment, subpopulations."""
+    """D3M alignment on true groups, Auto-D3M pseudo-groups and alignment, subpopulations,
+    from the scores' products (core/attribution/scores.py): train-sized arrays only."""
     train_idx, val_idx = data.idx("train"), data.idx("val")
     y_val, g_val = data.labels[val_idx], data.groups[val_idx]
     losses = selection.group_losses(val_logits, y_val, g_val, data.n_groups)

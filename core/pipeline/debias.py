@@ -4,11 +4,13 @@ Artifacts of a debias run (beside its config.json):
   model.pt, metrics.json (val/test metrics, n_removed, steps, seconds, method info),
   removed_ids.npy (example ids = 0-based metadata.csv rows), removed.csv (id, filename, class, group, attributes)
   stages/method.json: the method's completion marker (a resume only redoes the random control)
+  stages/sweep_k<k>.json: each finished retrain of a k sweep (a resume redoes only the others)
 A removal method's run also gets a random-control run removing as many examples
 (config `control_of` names the run it controls).
 """
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -88,7 +90,7 @@ def run_method(run: Run, analysis: Run, acfg: AnalysisConfig, report: Reporter) 
     data = load_run_dataset(acfg, run, report)
     if not np.array_equal(data.idx("train"), analysis.read_array("train_ids")):
         raise ValueError(f"the dataset in {acfg.data.root} changed since analysis {analysis.id}: run a new analysis")
-    ctx = MethodContext(data, analysis, acfg, device, report)
+    ctx = MethodContext(data, analysis, acfg, device, report, run)
     method = get_method(cfg["method"])
     start = time.perf_counter()
     result = method.run(ctx, cfg["params"])
@@ -102,8 +104,9 @@ def run_method(run: Run, analysis: Run, acfg: AnalysisConfig, report: Reporter) 
                                "title": method.title, "group_info": method.group_info,
                                "n_removed": int(len(removed_ids)), "steps": result.steps,
                                "seed": int(cfg["params"].get("seed", acfg.train.seed)),
-                               "seconds": seconds, "info": result.info})
+                               "seconds": seconds, "device": str(device), "info": result.info})
     stages.mark_done(run, "method")
+    shutil.rmtree(run.file("sweep", create_parent=False), ignore_errors=True)  # a k sweep's resume cache
 
 
 def run_control(store: RunStore, analysis: Run, run: Run, params: dict, report: Reporter) -> None:

@@ -12,13 +12,17 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from core.attribution.trak import proxy_model_config
-from core.config import AnalysisConfig
+from core.config import AnalysisConfig, is_imagenet
 from core.data.dataset import Dataset, load_dataset
+from core.errors import brief
 from core.methods import get_method
-
-ARCHS = ("small_cnn", "resnet18")
+from core.train.archs import check_arch
+from core.train.augment import AUGMENTS
+from core.train.models import build_model, input_normalization
+from core.train.training import OPTIMIZERS
 _SCOPE = re.compile(r"^(auto|all|last|last:[1-9]\d*)$")
 
 
@@ -37,13 +41,32 @@ def check_settings(cfg: AnalysisConfig) -> None:
         raise ValueError(f"trak.subset_fraction must be in (0, 1], got {cfg.trak.subset_fraction!r}")
     if cfg.train.lr <= 0:
         raise ValueError(f"train.lr must be > 0, got {cfg.train.lr!r}")
-    if cfg.model.arch not in ARCHS:
-        raise ValueError(f"unknown architecture {cfg.model.arch!r}: choose {' or '.join(ARCHS)}")
+    check_arch(cfg.model.arch)
+    input_normalization(cfg.model)  # raises on an unknown choice
+    if cfg.train.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown train.optimizer {cfg.train.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if cfg.train.augment not in AUGMENTS:
+        raise ValueError(f"unknown train.augment {cfg.train.augment!r}: choose one of {', '.join(AUGMENTS)}")
+    if cfg.data.resize is not None and not (isinstance(cfg.data.resize, int) and cfg.data.resize >= cfg.data.image_size):
+        raise ValueError(f"data.resize must be a whole number >= image_size {cfg.data.image_size} "
+                         f"(the shorter side before the centre crop), got {cfg.data.resize!r}")
     if not _SCOPE.match(cfg.trak.scope):
         raise ValueError(f"unknown gradient scope {cfg.trak.scope!r}: use auto, all, last or last:N")
-    if cfg.model.weights and not Path(cfg.model.weights).is_file():
-        raise ValueError(f"weights file {cfg.model.weights} does not exist")
+    if cfg.model.weights and not is_imagenet(cfg.model.weights) and not Path(cfg.model.weights).is_file():
+        raise ValueError(f"weights file {cfg.model.weights} does not exist (or use --weights imagenet)")
     proxy_model_config(cfg.model, cfg.trak.proxy_width)
+
+
+def check_model(cfg: AnalysisConfig) -> None:
+    """Build the model with its weights (ImageNet's downloaded now when missing; a file that does
+    not fit names its keys) and pass one image of the configured size through it."""
+    model = build_model(cfg.model, 2, cfg.data.image_size).eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size))
+    except Exception as exc:  # any architecture's own complaint, reported in one line
+        raise ValueError(f"model {cfg.model.arch} cannot take {cfg.data.image_size} px images "
+                         f"(--image-size): {brief(exc)}") from None
 
 
 def check_analysis(cfg: AnalysisConfig, cache_dir: Path | None) -> Dataset:
@@ -52,6 +75,7 @@ def check_analysis(cfg: AnalysisConfig, cache_dir: Path | None) -> Dataset:
     Raises ValueError (a setting) or DatasetError (every problem of the folder, by file, line
     and column). Decoded images go to `cache_dir`, where the job finds them."""
     check_settings(cfg)
+    check_model(cfg)
     data = load_dataset(cfg.data, cache_dir=cache_dir)
     if len(data.idx("train")) == 0:
         raise ValueError(f"{data.root}: the train split is empty")

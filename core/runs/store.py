@@ -25,6 +25,7 @@ from core.io import read_json, write_json_atomic, write_npy_atomic
 from core.runs.process import died_message, pid_alive, reap, reap_exited, utcnow
 
 ACTIVE_STATES = ("queued", "running")
+_RUN_INFO: dict[Path, dict] = {}  # run.json of every run seen by this process (written once, never changed)
 _RESERVED = {"run.json", "config.json", "status.json"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -35,8 +36,11 @@ class Run:
     path: Path
 
     @cached_property
-    def _info(self) -> dict:  # run.json never changes, so reading it once is enough
-        return read_json(self.path / "run.json")
+    def _info(self) -> dict:  # run.json never changes, so reading it once per process is enough
+        info = _RUN_INFO.get(self.path)
+        if info is None:
+            info = _RUN_INFO[self.path] = read_json(self.path / "run.json")
+        return info
 
     @property
     def kind(self) -> str:
@@ -191,10 +195,24 @@ class RunStore:
         if not self.runs_dir.is_dir():
             return []
         runs = [Run(p.name, p) for p in self.runs_dir.iterdir()
-                if _NAME.match(p.name) and (p / "run.json").is_file()]
+                if _NAME.match(p.name) and (p in _RUN_INFO or (p / "run.json").is_file())]
         runs = [r for r in runs if (kind is None or r.kind == kind)
                 and (parent is None or r.parent == parent)]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
+
+    def version(self) -> tuple:
+        """Changes whenever a run is created or deleted or its status changes (status.json is
+        replaced on every change): a key for caching what is read from the runs (the pages'
+        run tables). A job that died unseen changes it once Run.status() has marked it failed."""
+        if not self.runs_dir.is_dir():
+            return ()
+        out = []
+        for p in self.runs_dir.iterdir():
+            try:
+                out.append((p.name, (p / "status.json").stat().st_mtime_ns))
+            except OSError:
+                out.append((p.name, 0))
+        return tuple(sorted(out))
 
     def find_done(self, kind: str, config: dict, parent: str | None = None) -> Run | None:
         """The newest finished run of this kind made with exactly this config (for reuse)."""

@@ -1,4 +1,5 @@
-"""`d3m ablate STUDY.toml [--workdir DIR] [--ray ADDRESS] [--cpus N]` and `d3m ablate --plan STUDY.toml`."""
+"""`d3m ablate STUDY.toml [--workdir DIR] [--ray ADDRESS] [--cpus N] [--gpus-per-task F] [--members M]
+[--node-dir DIR]` and `d3m ablate --plan STUDY.toml`."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="join this Ray cluster (default: D3M_RAY_ADDRESS, else a local Ray on this machine's cores)")
     p.add_argument("--cpus", type=int, default=None, help="local Ray: number of workers (default: all cores)")
+    p.add_argument("--gpus-per-task", type=float, default=None, metavar="F",
+                   help="GPUs each task asks for when the cluster has GPUs and the device is auto or cuda "
+                        "(default 1; 0.5 puts two tasks on a GPU)")
+    p.add_argument("--members", choices=("auto", "serial", "ray"), default="auto",
+                   help="an analysis's ensemble members as Ray tasks of their own (auto: when the cluster has "
+                        "more task slots than analyses to run)")
+    p.add_argument("--node-dir", default=None, metavar="DIR",
+                   help="each node's folder for its image cache and task folders, on local disk "
+                        "(default: D3M_NODE_DIR on that node, else <tmp>/d3m-node)")
     p.set_defaults(func=cmd_ablate)
 
 
@@ -50,7 +60,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         bar.refresh()
 
     try:
-        run = start_study(store, study, ray_address=args.ray, num_cpus=args.cpus, inline=True, report=report)
+        run = start_study(store, study, ray_address=args.ray, num_cpus=args.cpus, inline=True, report=report,
+                          node_dir=args.node_dir, gpus_per_task=args.gpus_per_task, members=args.members)
     finally:
         bar.close()
     show(run)

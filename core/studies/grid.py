@@ -11,7 +11,7 @@ import pandas as pd
 from core.config import AnalysisConfig, analysis_config, to_dict
 from core.data.validate import metadata_path
 from core.runs.store import RunStore
-from core.studies.spec import Study
+from core.studies.spec import Study, ensure_data
 
 # Seconds per training example per epoch on one core when the work directory has no finished
 # analysis to learn from: the sample's small CNN at 32 px, one torch thread, on this project's
@@ -102,6 +102,7 @@ def estimate_seconds(task: Task, n_train: int, rate: float, control: bool) -> di
 def plan(study: Study, store: RunStore | None = None, workers: int = 2) -> tuple[pd.DataFrame, float]:
     """One row per task with its estimated seconds; and the estimated wall time on `workers`
     (shared analyses counted once, work spread evenly over the workers)."""
+    ensure_data(study)
     rate = seconds_per_example_epoch(store)
     rows, analyses = [], {}
     for task in tasks(study):

@@ -9,6 +9,8 @@
     [analysis]                            # analysis settings: core.config.analysis_config's names
     data = "../sample_data"               #   (+ data, group_attribute); paths relative to this file
     epochs = 12
+    generate = "--classes 10 --bias-values 10 --conflict 0.01"  # optional: make a missing `data`
+                                          #   folder with sample_data/make_sample.py and these arguments
 
     [params.d3m]                          # fixed options of one method
     beta = 1.0
@@ -20,16 +22,18 @@
     label = "val sweep"
     "d3m.k_sweep" = [500, 1000, 1500]
 
-Every value is checked before anything runs; an error names the file, the key and its line.
+Every value is checked before anything runs (a method option against its domain, each cell's
+options resolved by the method); an error names the file, the key and its line.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from core.config import DEFAULT_DATA, DataConfig, ModelConfig, TrainConfig, TrakConfig
 from core.methods import DEFAULT_METHOD, get_method
@@ -56,6 +60,7 @@ class Study:
     params: dict  # method -> fixed options
     grid: dict  # "analysis.X" | "METHOD.X" -> list of values
     variants: tuple[dict, ...]  # each: optional "label" + keys as in grid, one value each
+    generate: str | None = None  # make_sample.py arguments that make a missing `data` folder
 
 
 def line_of(text: str, key: str) -> int | None:
@@ -109,10 +114,25 @@ def check_setting(check: _Checker, key: str, name: str, value: Any) -> None:
 
 
 def check_option(check: _Checker, key: str, method: str, name: str, value: Any) -> None:
+    """A method option's name, type and domain (core/methods/options.py)."""
     try:
-        get_method(method).resolve({name: value})
+        get_method(method).check(name, value)
     except ValueError as exc:
         check.fail(key, str(exc))
+
+
+def check_cells(check: _Checker, study: Study) -> None:
+    """Each cell's options together, resolved by its method as a run would resolve them; the
+    error names the first of the cell's keys for that method."""
+    from core.studies.grid import cells  # grid builds on this module
+
+    for cell in cells(study):
+        try:
+            get_method(cell.method).resolve(cell.params)
+        except ValueError as exc:
+            keys = [k for k in (*study.grid, *(k for v in study.variants for k in v))
+                    if k.partition(".")[0] == cell.method] or list(cell.params)
+            check.fail(keys[0] if keys else "methods", f"{exc} (cell {cell.label!r})")
 
 
 def check_key(check: _Checker, study_methods: tuple[str, ...], key: str, value: Any) -> None:
@@ -138,8 +158,14 @@ def load_study(path: str | Path) -> Study:
         check.fail(key, f"unknown key; expected one of {', '.join(sorted(TOP_KEYS))}")
     methods = _methods(check, raw)
     seeds = tuple(_list(check, raw, "seeds", int, [0]))
+    for seed in seeds:  # each task's method seed: the common option's domain
+        check_option(check, "seeds", methods[0], "seed", seed)
     metrics = _metrics(check, raw)
-    analysis = _analysis(check, path, _table(check, raw, "analysis"))
+    analysis_table = dict(_table(check, raw, "analysis"))
+    generate = analysis_table.pop("generate", None)
+    if generate is not None:
+        _check_generate(check, generate)
+    analysis = _analysis(check, path, analysis_table, missing_ok=generate is not None)
     params = _params(check, raw, methods)
     grid = _grid(check, raw, methods)
     variants = _variants(check, raw, methods)
@@ -147,8 +173,31 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(control, bool):
         check.fail("control", f"{control!r} is not true or false")
     title = raw.get("title", path.stem)
-    return Study(path.stem, str(path.resolve()), str(title), seeds, methods, control, metrics, analysis,
-                 params, grid, tuple(variants))
+    study = Study(path.stem, str(path.resolve()), str(title), seeds, methods, control, metrics, analysis,
+                  params, grid, tuple(variants), generate)
+    check_cells(check, study)
+    return study
+
+
+def _check_generate(check: _Checker, value: Any) -> None:
+    from sample_data.make_sample import parser
+
+    if not isinstance(value, str):
+        check.fail("generate", f"{value!r} is not text (make_sample.py arguments)")
+    try:
+        parser().parse_args(value.split())
+    except SystemExit:
+        check.fail("generate", f"{value!r} is not a valid make_sample.py command line (see its --help)")
+
+
+def ensure_data(study: Study) -> None:
+    """Make the study's dataset with make_sample.py's `generate` arguments when it is missing
+    (fixed seed: the same files every time)."""
+    root = Path(study.analysis["data"])
+    if study.generate and not root.exists():
+        from sample_data.make_sample import generate_from_args
+
+        generate_from_args(root, study.generate.split())
 
 
 def _parse(path: Path, text: str) -> dict:
@@ -231,7 +280,7 @@ def _table(check: _Checker, raw: dict, key: str) -> dict:
     return value
 
 
-def _analysis(check: _Checker, path: Path, table: dict) -> dict:
+def _analysis(check: _Checker, path: Path, table: dict, missing_ok: bool = False) -> dict:
     """Analysis settings with `data` resolved against the study file's folder."""
     out = dict(table)
     data = out.pop("data", DEFAULT_DATA)
@@ -240,7 +289,7 @@ def _analysis(check: _Checker, path: Path, table: dict) -> dict:
         if key in table and not isinstance(table[key], str):
             check.fail(key, f"{table[key]!r} is not text")
     root = (path.parent / data).resolve()
-    if not root.exists():
+    if not root.exists() and not missing_ok:
         check.fail("data", f"no such dataset folder or table {root}")
     for name, value in out.items():
         check_setting(check, name, name, value)

@@ -1,7 +1,8 @@
 """Study runs in the store (kind "study"): starting one as a job, and what the Ablations page
 and `d3m ablate` read from them. No Ray here: the job's target (core.studies.runner) has it.
 
-A study run's config is the study itself (and the Ray address); its artifacts: cells.json (one
+A study run's config is the study itself and how it runs (Ray address, local CPUs, node folder,
+GPUs per task, members as tasks); its artifacts: cells.json (one
 record per task: cell, method, seed, state, analysis and debias run ids, reused, error and
 traceback), table.csv and table.json (core/studies/table.py).
 """
@@ -22,15 +23,20 @@ TARGET = "study"  # job names (core/runs/names.py JOBS)
 MEMBERS_TARGET = "analysis_on_ray"  # an analysis with its members on Ray
 
 
-def study_config(study: Study, ray_address: str | None = None, num_cpus: int | None = None) -> dict:
-    return {"study": dataclasses.asdict(study), "ray_address": ray_address, "num_cpus": num_cpus}
+def study_config(study: Study, ray_address: str | None = None, num_cpus: int | None = None,
+                 node_dir: str | None = None, gpus_per_task: float | None = None, members: str | None = None) -> dict:
+    """The run's config: the study, and how it runs (Ray address, local CPUs, each node's
+    folder, GPUs per task, members as tasks: core/studies/runner.py)."""
+    return {"study": dataclasses.asdict(study), "ray_address": ray_address, "num_cpus": num_cpus,
+            "node_dir": node_dir, "gpus_per_task": gpus_per_task, "members": members}
 
 
 def start_study(store: RunStore, study: Study, *, ray_address: str | None = None, num_cpus: int | None = None,
-                inline: bool = False, report: Reporter | None = None) -> Run:
-    """A study run, as a background job (or in this process with `inline`). A run of the same
-    study still going is returned to be followed; finished cells are reused either way."""
-    config = study_config(study, ray_address, num_cpus)
+                inline: bool = False, report: Reporter | None = None, **how) -> Run:
+    """A study run, as a background job (or in this process with `inline`); `how`: node_dir,
+    gpus_per_task, members (study_config). A run of the same study still going is returned to
+    be followed; finished cells are reused either way."""
+    config = study_config(study, ray_address, num_cpus, **how)
     return jobs.get_or_start(store, "study", config, TARGET, lambda: store.create("study", config, label=study.title),
                              reuse=("active",), resume=False, inline=inline, report=report)
 

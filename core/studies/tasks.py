@@ -1,38 +1,47 @@
 """What a worker computes for one task, and how its runs travel back to the driver.
 
-A task runs in a temporary work directory of its own, through the same `start_analysis` /
-`start_debias` (inline) as the CLI, and returns the run folders it made as {relative path:
-bytes}; the driver writes them into the run store under the same run ids (`import_runs`), so
-workers need no shared file system for results. An analysis's feature stores
-(ensemble/features_*) stay behind: they are a cache of the scores, which do travel.
+A task runs in a work folder of its own on its node (`workspace`, named by the task's config),
+through the same `start_analysis` / `start_debias` (inline, so core/runs/jobs.get_or_start: a
+failed or dead run there is resumed from its last finished stage) as the CLI, and returns the
+run folders it made as {relative path: bytes}; the driver writes them into the run store under
+the same run ids (`import_runs`), so workers need no shared file system for results. An
+analysis's feature stores (ensemble/features_*) travel with it: with ensemble/factors they are
+its scores (core/attribution/factors.py). A task that Ray gave a GPU refuses to run without one (`check_gpu`).
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import resource
 import secrets
 import shutil
-import tempfile
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from core.pipeline.analysis import start_analysis
 from core.config import AnalysisConfig, from_dict
+from core.data.dataset import reused
+from core.pipeline.analysis import TARGET, start_analysis
 from core.pipeline.debias import start_debias
-from core.runs.store import RunStore
+from core.runs.store import Run, RunStore
+from core.studies.cluster import this_node
+from core.studies.nodes import image_cache, node_dir
+from core.studies.resources import check_gpu
+from core.studies.study_runs import MEMBERS_TARGET
 
 Files = dict[str, bytes]
-LEFT_BEHIND = ("ensemble/features_",)
 
 
 def pack(folder: Path) -> Files:
-    """Every file of a run folder (but the feature stores and lock files) as bytes."""
+    """Every file of a (finished) run folder but lock and temporary files, as bytes."""
     out = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not rel.startswith(LEFT_BEHIND) and not path.name.startswith("."):
+        if path.is_file() and not path.name.startswith("."):
             out[rel] = path.read_bytes()
     return out
 
@@ -87,33 +96,70 @@ def _peak_kb(reset: bool) -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def task_key(*parts: object) -> str:
+    """A task's folder name: the same on every try of the same task (its config, in order)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
 @contextmanager
-def scratch(cache_dir: str | None) -> Iterator[RunStore]:
-    """A temporary work directory; its image cache is `cache_dir` when this worker can read it
-    (same machine or a shared path), else images are decoded here once."""
-    tmp = Path(tempfile.mkdtemp(prefix="d3m-task-"))
-    try:
-        if cache_dir and Path(cache_dir).is_dir():
-            os.symlink(cache_dir, tmp / "cache")
-        yield RunStore(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def workspace(key: str, driver_cache: str | None, configured: str | None = None) -> Iterator[RunStore]:
+    """The task's work folder on this node (core/studies/nodes.py): kept when the worker
+    process is killed, so the next try of the same task (Ray's retry, or the study started
+    again) resumes the runs in it from their last finished stage; removed once the task returns
+    or raises. One task at a time holds it (a lock the kernel drops when its process dies), so
+    a try never works beside a worker of an earlier try that is still being stopped. Its image
+    cache is the driver's when this node can read it, else this node's own (decoded once)."""
+    tasks = node_dir(configured) / "tasks"
+    root = tasks / key
+    tasks.mkdir(parents=True, exist_ok=True)
+    (tasks.parent / "locks").mkdir(exist_ok=True)
+    with open(tasks.parent / "locks" / key, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (root / "runs").mkdir(parents=True, exist_ok=True)
+        cache = image_cache(driver_cache, configured)
+        cache.mkdir(parents=True, exist_ok=True)
+        if not (root / "cache").exists():
+            os.symlink(cache.resolve(), root / "cache")
+        try:
+            yield RunStore(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
-def analysis_task(config: dict, cache_dir: str | None = None) -> dict:
-    """Run one analysis; returns {"id", "runs": {id: files}} with resources.json inside."""
-    with scratch(cache_dir) as store:
-        with measured() as used:
-            run = start_analysis(store, from_dict(AnalysisConfig, config), reuse=False, inline=True)
-        run.write_json("resources", used)
+def finished(run: Run) -> Run:
+    """`run` if it is done; a run found still active here (a duplicate task) is an error."""
+    state = run.status().get("state")
+    if state != "done":
+        raise RuntimeError(f"run {run.id} in this task's folder is {state}, not done")
+    return run
+
+
+def where(device: str) -> dict:
+    """Where the task ran: node, host and the device it trained on."""
+    node = this_node()
+    return {"node": node.get("id"), "node_name": node.get("name"), "host": socket.gethostname(), "device": device}
+
+
+def analysis_task(config: dict, cache_dir: str | None = None, node_dir_: str | None = None,
+                  members: bool = False) -> dict:
+    """Run (or resume) one analysis; returns {"id", "runs": {id: files}} with resources.json
+    inside. With `members` its ensemble members are Ray tasks of their own."""
+    check_gpu()
+    cfg = from_dict(AnalysisConfig, config)
+    with workspace(task_key("analysis", config), cache_dir, node_dir_) as store:
+        with measured() as used, reused():
+            run = finished(start_analysis(store, cfg, inline=True, target=MEMBERS_TARGET if members else TARGET))
+        run.write_json("resources", {**used, **where(run.read_json("metrics")["device"])})
         return {"id": run.id, "runs": {run.id: pack(run.path)}}
 
 
-def method_task(analysis: dict, method: str, params: dict, control: bool, cache_dir: str | None = None) -> dict:
-    """Run one method (and its random control) on a packed analysis; returns the new runs."""
-    with scratch(cache_dir) as store:
+def method_task(analysis: dict, method: str, params: dict, control: bool, cache_dir: str | None = None,
+                node_dir_: str | None = None) -> dict:
+    """Run (or resume) one method (and its random control) on a packed analysis; returns the new runs."""
+    check_gpu()
+    with workspace(task_key("method", analysis["id"], method, params, control), cache_dir, node_dir_) as store:
         import_runs(store, analysis["runs"])
-        with measured() as used:
-            run = start_debias(store, analysis["id"], method, params, control=control, inline=True)
-        run.write_json("resources", used)
+        with measured() as used, reused():
+            run = finished(start_debias(store, analysis["id"], method, params, control=control, inline=True))
+        run.write_json("resources", {**used, **where(run.read_json("metrics")["device"])})
         return {"id": run.id, "runs": {r.id: pack(r.path) for r in store.list("debias")}}

@@ -25,6 +25,6 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> nn.Module
     """Rebuild the model from a checkpoint written by save_checkpoint (eval mode)."""
     blob = torch.load(path, map_location=device, weights_only=True)
     cfg = from_dict(AnalysisConfig, blob["config"])
-    model = build_model(cfg.model, blob["num_classes"], cfg.data.image_size)
+    model = build_model(cfg.model, blob["num_classes"], cfg.data.image_size, load_weights=False)
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()

@@ -41,21 +41,26 @@ def mutual_information(b: torch.Tensor, probs: torch.Tensor, n_values: int, eps:
     return (joint * (torch.log(joint + eps) - torch.log(outer + eps))).sum()
 
 
-def consistency(adapted_logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
-    """BA-LoRA's consistency regulariser for classification: the batch mean of
+def consistency(adapted_logits: torch.Tensor, base_logits: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """BA-LoRA's consistency regulariser, 0 exactly when the adapted and base outputs agree.
 
-        KL(p_base || p_adapted) = Σ_c p_base,c (log p_base,c - log p_adapted,c),
-
-    which keeps the adapted model's output distribution close to the frozen base model's
-    (0 exactly when the two agree)."""
-    return F.kl_div(F.log_softmax(adapted_logits, 1), F.log_softmax(base_logits, 1),
-                    reduction="batchmean", log_target=True)
+    kind = mse (the official code's classification / NLU form, train.py:217-220): the mean
+    squared difference of the L2-normalised logits, mean((z/|z| - z₀/|z₀|)²) over the batch
+    and classes; kind = kl (its generation / NLG form): the batch mean of
+    KL(p_base || p_adapted) = Σ_c p_base,c (log p_base,c - log p_adapted,c)."""
+    if kind == "mse":
+        return F.mse_loss(F.normalize(adapted_logits, p=2, dim=-1), F.normalize(base_logits, p=2, dim=-1))
+    if kind == "kl":
+        return F.kl_div(F.log_softmax(adapted_logits, 1), F.log_softmax(base_logits, 1),
+                        reduction="batchmean", log_target=True)
+    raise ValueError(f"consistency kind must be 'mse' or 'kl', got {kind!r}")
 
 
 def diversity(outputs: torch.Tensor) -> torch.Tensor:
-    """BA-LoRA's diversity regulariser: the mean squared off-diagonal covariance of the outputs
+    """BA-LoRA's diversity regulariser (the official NLU form, train.py:222-228): the squared
+    off-diagonal covariance of the outputs over the batch, divided by the dimension,
 
-        C = (1/(B-1)) (Z - Z̄)ᵀ (Z - Z̄),   R_div = Σ_{i≠j} C_ij² / (d (d - 1)),
+        C = (1/(B-1)) (Z - Z̄)ᵀ (Z - Z̄),   R_div = Σ_{i≠j} C_ij² / d,
 
     Z (B, d) the batch's outputs. It is 0 when the output dimensions are uncorrelated over
     the batch (no collapse onto one direction); d = 1 has no off-diagonal entry (0)."""
@@ -65,19 +70,21 @@ def diversity(outputs: torch.Tensor) -> torch.Tensor:
     z = outputs - outputs.mean(0, keepdim=True)
     cov = z.T @ z / (outputs.shape[0] - 1)
     off = cov - torch.diag(torch.diagonal(cov))
-    return (off ** 2).sum() / (d * (d - 1))
+    return (off ** 2).sum() / d
 
 
-def svd_share(outputs: torch.Tensor, k: int = 1) -> torch.Tensor:
-    """BA-LoRA's SVD regulariser, to be minimised: minus the share of the top-k singular values
+def svd_share(outputs: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """BA-LoRA's SVD regulariser, to be minimised (train.py:265-296): minus the share of the
+    top-k singular values of the batch output matrix Z (B, d),
 
-        R_svd = - Σ_{i<=k} σ_i / Σ_i σ_i   of the batch output matrix Z (B, d).
+        R_svd = - Σ_{i<=min(k, r)} σ_i / (Σ_i σ_i + 1e-10),   r = min(B, d) singular values.
 
-    Its optimum -1 is reached when Z has rank <= k (the paper: favour robust low-rank outputs)."""
+    Its optimum -1 is reached when Z has rank <= k (the paper: favour robust low-rank outputs);
+    with k >= min(B, d) it is the constant -1 (no gradient)."""
     if k < 1:
         raise ValueError(f"svd_k must be >= 1, got {k}")
     s = torch.linalg.svdvals(outputs)
-    return -s[:k].sum() / s.sum().clamp_min(1e-12)
+    return -s[:k].sum() / (s.sum() + 1e-10)
 
 
 def cross_entropy_np(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -1,15 +1,22 @@
-"""Model factory: a small CNN (default, fast on CPU) and torchvision's ResNet-18.
+"""Model factory: a small CNN (default, fast on CPU) or any torchvision classifier
+(core/train/archs.py), from random weights, ImageNet's or a file's (core/train/weights.py).
 
-Weights come only from a local file the user names; nothing is ever downloaded.
+Inputs arrive normalised as core.data.images.to_tensor makes them ((x/255 - 0.5) / 0.25); a
+model whose weights expect another normalisation (ImageNet's mean and std) is wrapped in
+`Normalized`, which converts its input first, so every caller feeds every model the same way.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from core.config import ModelConfig
+from core.config import ModelConfig, is_imagenet
+from core.data.images import MEAN, STD
+from core.train.archs import SMALL_CNN, build_torchvision, check_arch, head_name, replace_head
+from core.train.weights import (IMAGENET_MEAN, IMAGENET_STD, imagenet_meta, imagenet_state, load_backbone,
+                                read_weights_file)
+
+NORMALIZE = ("auto", "imagenet", "default")
 
 
 class SmallCNN(nn.Module):
@@ -35,31 +42,57 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def build_model(cfg: ModelConfig, num_classes: int, image_size: int) -> nn.Module:
-    """Build the configured architecture; `cfg.width` > 1 divides channel counts (proxy models)."""
-    if cfg.arch == "small_cnn":
+class Normalized(nn.Module):
+    """`net` fed (x/255 - mean) / std per channel, from inputs normalised as to_tensor does."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.net = net
+        mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        # x/255 = x_in * STD + MEAN, so (x/255 - mean) / std = x_in * scale + shift
+        self.register_buffer("scale", STD / std_t, persistent=False)
+        self.register_buffer("shift", (MEAN - mean_t) / std_t, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * self.scale.to(x.dtype) + self.shift.to(x.dtype))
+
+
+def input_normalization(cfg: ModelConfig) -> str:
+    """imagenet | default: `auto` is imagenet for a torchvision arch started from weights (the
+    normalisation all of torchvision's weights use), else the project's default."""
+    if cfg.normalize not in NORMALIZE:
+        raise ValueError(f"unknown model.normalize {cfg.normalize!r}: choose one of {', '.join(NORMALIZE)}")
+    if cfg.normalize != "auto":
+        return cfg.normalize
+    return "imagenet" if cfg.weights and cfg.arch != SMALL_CNN else "default"
+
+
+def build_model(cfg: ModelConfig, num_classes: int, image_size: int, load_weights: bool = True) -> nn.Module:
+    """The configured architecture with a fresh `num_classes` head; `cfg.width` > 1 divides
+    the small CNN's channel counts (proxy models). With `load_weights=False` the weights named
+    by cfg.weights are not read (the architecture for a checkpoint's own state_dict)."""
+    check_arch(cfg.arch)
+    if cfg.arch == SMALL_CNN:
         model = SmallCNN(num_classes, image_size, cfg.width)
-    elif cfg.arch == "resnet18":
-        model = _resnet18(num_classes, cfg)
+        if cfg.weights and load_weights:
+            load_backbone(model, read_weights_file(cfg.weights), head_name(model), cfg.weights, cfg.arch)
     else:
-        raise ValueError(f"unknown model arch {cfg.arch!r}: choose small_cnn or resnet18")
+        model = _torchvision(cfg, num_classes, image_size, load_weights)
+    if input_normalization(cfg) == "imagenet":
+        model = Normalized(model, IMAGENET_MEAN, IMAGENET_STD)
     return model
 
 
-def _resnet18(num_classes: int, cfg: ModelConfig) -> nn.Module:
-    from torchvision.models import resnet18
-
-    model = resnet18(weights=None)
-    if cfg.weights:
-        path = Path(cfg.weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"model weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, _ = model.load_state_dict(state, strict=False)
-        if [m for m in missing if not m.startswith("fc.")]:
-            raise ValueError(f"{path}: not a ResNet-18 state_dict (missing {missing[:3]}...)")
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
+def _torchvision(cfg: ModelConfig, num_classes: int, image_size: int, load_weights: bool) -> nn.Module:
+    if cfg.width != 1:
+        raise ValueError(f"model width {cfg.width} (proxy models) needs arch small_cnn, not {cfg.arch!r}")
+    imagenet = is_imagenet(cfg.weights)
+    model = build_torchvision(cfg.arch, image_size, imagenet_meta(cfg.arch, cfg.weights) if imagenet else None)
+    head = "classifier.1" if cfg.arch.startswith("squeezenet") else head_name(model)
+    if cfg.weights and load_weights:
+        state = imagenet_state(cfg.arch, cfg.weights) if imagenet else read_weights_file(cfg.weights)
+        load_backbone(model, state, head, cfg.weights, cfg.arch)
+    replace_head(model, num_classes)
     return model
 
 

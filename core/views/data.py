@@ -138,8 +138,11 @@ def group_order(bars: pd.DataFrame) -> list[str]:
 
 
 def thumbnail(image: np.ndarray, size: int = 64) -> np.ndarray:
-    """An example image scaled (nearest neighbour) to size x size, uint8 RGB."""
-    return np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize((size, size), Image.NEAREST))
+    """An example image scaled to size x size, uint8 RGB: enlarged by nearest neighbour (crisp
+    pixels), shrunk by averaging (a 224 px image without aliasing)."""
+    image = np.asarray(image, np.uint8)
+    method = Image.NEAREST if image.shape[0] <= size else Image.BOX
+    return np.asarray(Image.fromarray(image).resize((size, size), method))
 
 
 def thumbnail_uri(image: np.ndarray, size: int = 64) -> str:

@@ -1,7 +1,6 @@
 """Tables and summaries of stored runs, shared by the CLI, the Compare page and benchmarks."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from core.methods.base import BASELINE, CONTROL
@@ -53,9 +52,3 @@ def runs_frame(store: RunStore, analysis_id: str | None = None) -> pd.DataFrame:
                        seconds=m.get("seconds", sum(m.get("timings", {}).values())))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """|A ∩ B| / |A ∪ B| of two removal sets (1.0 when both are empty)."""
-    a, b = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
-    return len(a & b) / len(a | b) if a | b else 1.0

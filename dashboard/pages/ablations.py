@@ -48,7 +48,7 @@ for run in active:
     jobs_panel.progress_panel(str(ctx.workdir), run.id, f"Study {study.title}")
     cell_progress(str(ctx.workdir), run.id)
 if not active and st.button("Start study", type="primary", key="start_study"):
-    sr.start_study(ctx.store, study)
+    jobs_panel.attempt(sr.start_study, ctx.store, study)
     st.rerun()
 
 finished = [r for r in runs if r.has("table.csv")]

@@ -19,6 +19,7 @@ name = st.radio("Method", list(choices), key="debias_method",
                 format_func=lambda n: f"{choices[n]['title']}  ·  group labels train/val: {choices[n]['group_info']}",
                 help="Group labels each method uses on the training / validation split (as in the paper's Table 1).")
 choice = choices[name]
+st.caption(f"{choice['title']} trains on {choice['trains_on']}.")
 n_train = len(context.array(analysis, "train_ids"))
 k, k_sweep = None, []
 if choice["needs"] == "k":
@@ -35,7 +36,7 @@ if choice["needs"] == "k":
         except ValueError as exc:
             st.error(str(exc))
             st.stop()
-    curve = vr.sweep_curves(ctx.store, analysis.id)
+    curve = context.run_views(ctx)["sweep"]
     if not curve.empty:
         fig = px.line(curve, x="k", y="val_wga", color="method", line_group="run", markers=True,
                       title="Validation worst-group accuracy of the k sweeps run so far",
@@ -52,25 +53,28 @@ elif choice["needs"] == "cells":
                + "; ".join(vs.cell_key(c) for c in cells))
 if choice["alignment"] == "auto_alignment":
     st.caption("Pseudo-groups: " + "; ".join(vs.pseudo_group_names(analysis)))
-options = {}
+options, problems = {}, []
 if choice["options"]:
     with st.expander(f"{choice['title']} settings (defaults preset)"):
-        options = widgets.option_inputs(name, choice["options"])
+        options, problems = widgets.option_inputs(name, choice["options"])
 seeds = st.columns([3, 2])[0].multiselect("Seeds (one run each)", list(range(10)), default=[0], key="debias_seeds")
 control = st.checkbox("Also train a random control (removes as many random examples)", value=True,
                       key="debias_control", disabled=not choice["removes"] or choice["control"])
 if not choice["available"]:
     st.warning(f"{choice['title']}: {choice['note']}.")
-if st.button("Retrain", type="primary", disabled=not (choice["available"] and seeds), key="debias_start"):
+if st.button("Retrain", type="primary", disabled=not (choice["available"] and seeds) or bool(problems),
+             key="debias_start"):
     for seed in seeds:
         jobs_panel.attempt(start_debias, ctx.store, analysis.id, name,
                            vr.debias_params(choice, seed, k, k_sweep, flagged, cells, options), control=control)
     st.rerun()
 
-for run in vr.active_runs(ctx.store, analysis.id):
+run_views = context.run_views(ctx)
+active = run_views["table"].query("state in ('queued', 'running') and run != @analysis.id")["run"]
+for run in [ctx.store.get(r) for r in active]:
     jobs_panel.progress_panel(str(ctx.workdir), run.id, f"{run.label} (seed {run.config()['params'].get('seed')})")
 
-latest = vr.latest_result(ctx.store, analysis.id)
+latest = run_views["latest"]
 if latest is not None:
     summary = pipeline_summary(ctx.store, latest)
     st.subheader(f"Latest result: {latest.label}, {summary['n_removed']:,} examples removed")

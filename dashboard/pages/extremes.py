@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.runs import annotations
 
-from core.views import selection as vs
+from core.views import distributions, selection as vs
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
@@ -31,11 +31,14 @@ n = c2.slider("Examples shown per pole", 4, 32, 8, step=4, key="extremes_n")
 ex = vs.class_extremes(*args, cls, n)
 threshold = auto["thresholds"][str(cls)]
 frame = ex["frame"]
-fig = widgets.histogram_figure(vs.histogram(frame["projection"].to_numpy(), frame["pseudo_group"].to_numpy(), 40),
+projection = frame["projection"].to_numpy()
+factor, unit = distributions.unit(projection)
+fig = widgets.histogram_figure(distributions.histogram(projection, frame["pseudo_group"].to_numpy(), 40, tail=context.TAIL),
                                f"{cls_name}: validation examples along the top principal component",
-                               "projection on the top principal component", "validation examples", "pseudo-group",
-                               {names[2 * cls]: "#d62728", names[2 * cls + 1]: "#1f77b4"})
-fig.add_vline(x=threshold, line_dash="dash", annotation_text=f"{auto['fraction']:.0%} threshold")
+                               "projection on the top principal component" + (f" ({unit})" if unit else ""),
+                               "validation examples", "pseudo-group",
+                               {names[2 * cls]: "#d62728", names[2 * cls + 1]: "#1f77b4"}, scale=factor)
+fig.add_vline(x=threshold * factor, line_dash="dash", annotation_text=f"{auto['fraction']:.0%} threshold")
 st.plotly_chart(fig, width="stretch")
 
 for col, side in zip(st.columns(2), ("low", "high")):
@@ -58,9 +61,14 @@ st.caption("Names are stored with the analysis and used on the Debias page.")
 with st.form(f"rename_{cls}"):
     new = {g: st.text_input(f"Pseudo-group {g}", value=names[g], key=f"name_{analysis.id}_{g}")
            for g in (2 * cls, 2 * cls + 1)}
-    if st.form_submit_button("Save names"):
-        for g, name in new.items():
-            annotations.rename_pseudo_group(analysis, g, name)
+    save, reset = st.columns([1, 5])
+    if save.form_submit_button("Save names"):
+        jobs_panel.attempt(annotations.rename_pseudo_groups, analysis, new)
+        st.rerun()
+    if reset.form_submit_button("Reset to the default names"):
+        jobs_panel.attempt(annotations.reset_pseudo_group_names, analysis, list(new))
+        for g in new:
+            st.session_state.pop(f"name_{analysis.id}_{g}", None)  # the boxes show the defaults again
         st.rerun()
 match = auto.get("match", {})
 if match:

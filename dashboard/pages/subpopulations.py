@@ -4,9 +4,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.data import categories
 from core.runs import annotations
 
-from core.views import data as views, selection as vs
+from core.views import data as views, distributions, selection as vs
 from dashboard import context, jobs_panel, widgets
 
 ctx = context.current()
@@ -20,15 +21,16 @@ if subpop.empty:
 st.caption("Mean group alignment A_i (D3M) of the training examples in each class x attribute-value cell. "
            f"Strongly negative cells hold examples that hurt the worst groups. Cells with fewer than "
            f"{vs.LOW_COUNT} examples are marked ⚠: their mean is noisy.")
-attribute = st.selectbox("Attribute", sorted(subpop["attribute"].unique()), key="sub_attr")
-hm = vs.heatmap(subpop, attribute)
+attribute = st.selectbox("Attribute", categories.order(subpop["attribute"].unique()), key="sub_attr")
+hm = vs.heatmap(subpop, attribute, class_names=data.class_names)
 mean, count, low = hm["mean"], hm["count"], hm["low"]
 text = np.where(low.to_numpy(), "⚠ n=" + count.astype(str).to_numpy(), "n=" + count.astype(str).to_numpy())
-limit = 1.6 * float(np.nanmax(np.abs(mean.to_numpy()))) or 1.0  # headroom: cell labels stay readable
+factor, unit = distributions.unit(mean.to_numpy()[np.isfinite(mean.to_numpy())])  # e.g. ×10⁻⁶
+limit = 1.6 * factor * float(np.nanmax(np.abs(mean.to_numpy()))) or 1.0  # headroom: cell labels stay readable
 fig = go.Figure(go.Heatmap(
-    z=mean.to_numpy(), x=list(mean.columns), y=list(mean.index), text=text, texttemplate="%{text}",
-    colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit, colorbar={"title": "mean A_i", "exponentformat": "e"},
-    hoverinfo="skip"))
+    z=factor * mean.to_numpy(), x=list(mean.columns), y=list(mean.index), text=text, texttemplate="%{text}",
+    colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit, hoverinfo="skip",
+    colorbar={"title": "mean A_i" + (f"<br>({unit})" if unit else "")}))
 # Invisible markers on the cell centres carry the hover text and make a click on a cell select it
 # (a heatmap trace itself is not selectable); customdata[0] is the cell's key.
 vi, ci = [a.ravel() for a in np.meshgrid(np.arange(len(mean.index)), np.arange(len(mean.columns)), indexing="ij")]
@@ -42,27 +44,28 @@ fig.update_layout(title=f"Mean A_i by class and {attribute}", xaxis_title="class
                   height=max(320, 50 * len(mean.index) + 180))
 fig.update_xaxes(tickangle=-30 if len(mean.columns) > 12 else 0, automargin=True)
 fig.update_yaxes(automargin=True)
+widgets.category_axis(fig, "x", list(mean.columns))  # classes 0 and 1 are two columns, not an axis from -0.5
+widgets.category_axis(fig, "y", list(mean.index))
 event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"sub_heatmap_{attribute}",
                         width="stretch")
 
-cells = [{"attribute": attribute, "value": str(v), "class": c} for v in mean.index for c in mean.columns
-         if count.loc[v, c] > 0]
 clicked = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
 if clicked and clicked[0] != st.session_state.get(f"sub_clicked_{attribute}"):
     # a new click on the heatmap picks that cell in the selectbox below (once: the selectbox stays free)
     st.session_state[f"sub_clicked_{attribute}"] = st.session_state[f"sub_cell_{attribute}"] = clicked[0]
-by_key = {vs.cell_key(c): c for c in sorted(cells, key=lambda c: mean.loc[c["value"], c["class"]])}
+by_key = {vs.cell_key(c): c for c in vs.cells_of(hm, attribute)}
 chosen = by_key[st.selectbox("Cell (most negative first; or click the heatmap)", list(by_key),
                              key=f"sub_cell_{attribute}")]
 ids = vs.cell_ids(data, context.array(analysis, "train_ids"), chosen)
 c1, c2 = st.columns(2)
 c1.metric("training examples in the cell", f"{len(ids):,}")
 c2.metric("mean A_i", f"{mean.loc[chosen['value'], chosen['class']]:.3e}")
-excluded = views.persisted(analysis, "excluded_cells", [])
+excluded = [categories.cell(c["attribute"], c["value"], c["class"])
+            for c in views.persisted(analysis, "excluded_cells", [])]
 is_excluded = st.toggle("Exclude this subpopulation from training", value=chosen in excluded,
                         key=f"sub_exclude_{vs.cell_key(chosen)}")
 if is_excluded != (chosen in excluded):
-    excluded = annotations.toggle_cell(analysis, chosen, is_excluded)
+    excluded = jobs_panel.attempt(annotations.toggle_cell, analysis, chosen, is_excluded)
 widgets.image_grid(data, ids, key="sub_grid")
 
 st.subheader(f"Excluded subpopulations ({len(excluded)})")

@@ -112,6 +112,7 @@ def test_analysis_with_proxy_members_and_sparse_projection(tiny_sample, tmp_path
     """trak.proxy_width = 2: members are half-width SmallCNNs, and the stored scores are the
     mean over the members of their own TRAK scores (recomputed here from the saved members,
     each with its own projection seed, into fresh feature folders)."""
+    from core.attribution.factors import open_scores
     from core.runs import jobs
     from core.pipeline.analysis import load_run_dataset
     from core.train.checkpoints import load_checkpoint
@@ -133,7 +134,7 @@ def test_analysis_with_proxy_members_and_sparse_projection(tiny_sample, tmp_path
         model_scores(member, data.images, data.labels, data.idx("train"), data.idx("val"), cfg.trak,
                      cfg.train.seed * 1000 + t + 1, torch.device("cpu"), tmp_path / f"features_{t}", want,
                      weight=1 / cfg.trak.n_models)
-    np.testing.assert_allclose(run.read_array("scores"), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(open_scores(run.path).to_dense(), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
 def test_proxy_width_narrows_small_cnn_only():

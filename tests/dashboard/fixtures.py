@@ -31,8 +31,8 @@ class Tiny:
     workdir: Path
     store: RunStore
     analysis: Run
-    d3m: Run
-    control: Run
+    d3m: Run | None
+    control: Run | None
     data: Dataset
 
 
@@ -53,6 +53,20 @@ def tiny(tmp_path_factory) -> Tiny:
     control = next(r for r in store.list("debias") if r.config().get("control_of") == d3m.id)
     data = load_run_dataset(tiny_config(data_root), analysis, silent)
     return Tiny(data_root, base / "work", store, analysis, d3m, control, data)
+
+
+@pytest.fixture(scope="session")
+def tiny_numeric(tmp_path_factory) -> Tiny:
+    """The tiny sample with its labels written as 0 / 1 and `size` as 0 / 1 (sample_data's
+    --labels int), analysed like `tiny`; no debias run (d3m and control are None)."""
+    base = tmp_path_factory.mktemp("tiny_numeric")
+    data_root = base / "data"
+    generate(data_root, seed=0, scale=TINY_SCALE, labels="int")
+    store = RunStore(base / "work")
+    analysis = create_analysis_run(store, tiny_config(data_root))
+    jobs.run_inline(analysis, ANALYSIS_TARGET)
+    data = load_run_dataset(tiny_config(data_root), analysis, silent)
+    return Tiny(data_root, base / "work", store, analysis, None, None, data)
 
 
 @pytest.fixture

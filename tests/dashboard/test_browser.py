@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from core.runs.store import RunStore
+from core.views.distributions import unit
 from tests.dashboard.browser import go, served, settle, shot
 from tests.dashboard.fixtures import make_sample
 
@@ -44,9 +45,11 @@ def most_negative(analysis) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(analysis.read_array("train_ids"))[order], align[order]
 
 
-def lasso_left_of(page, x_value: float) -> None:
+def lasso_left_of(page, x_value: float, factor: float = 1.0) -> None:
     """Lasso every point of the Alignment page's scatter plot (its last plot) with A_i < x_value:
-    a polygon over the plot area's full height, from its left edge to x_value's pixel."""
+    a polygon over the plot area's full height, from its left edge to x_value's pixel (the plot
+    shows A_i times `factor`, its unit)."""
+    x_value *= factor
     gd = page.locator(".js-plotly-plot").last
     gd.scroll_into_view_if_needed()
     area = gd.locator(".nsewdrag").first.bounding_box()
@@ -78,7 +81,7 @@ def flag_on_alignment_page(page, store) -> list[int]:
 
     [analysis] = store.list("analysis")
     ids, align = most_negative(analysis)
-    lasso_left_of(page, float(align[2] + align[3]) / 2)
+    lasso_left_of(page, float(align[2] + align[3]) / 2, unit(align)[0])
     page.get_by_role("button", name="Flag 3 selected").click()
     settle(page)
     assert analysis.read_json("flagged") == sorted(ids[:3].tolist())

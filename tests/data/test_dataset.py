@@ -360,3 +360,27 @@ def test_image_size_changes_cache_key(root: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     assert load(root, image_size=8, cache_dir=cache_dir).images.shape[1] == 8
     assert load(root, image_size=4, cache_dir=cache_dir).images.shape[1] == 4
+
+
+def test_reused_loads_once_per_block(tiny_sample, tmp_path, monkeypatch):
+    """Inside `reused()` a second load of the same dataset checks nothing again; an edited
+    table, another cache folder or leaving the block loads it afresh."""
+    import shutil
+
+    from core.data import dataset
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_sample, root)
+    inspected = []
+    real = dataset.inspect
+    monkeypatch.setattr(dataset, "inspect", lambda *a: inspected.append(a[0]) or real(*a))
+    cfg = DataConfig(root=str(root))
+    with dataset.reused():
+        first = load_dataset(cfg, cache_dir=tmp_path / "c")
+        assert load_dataset(cfg, cache_dir=tmp_path / "c") is first and len(inspected) == 1
+        assert load_dataset(cfg, cache_dir=tmp_path / "other") is not first and len(inspected) == 2
+        table = root / "metadata.csv"
+        table.write_text(table.read_text().replace(",train,", ",val,", 1))
+        edited = load_dataset(cfg, cache_dir=tmp_path / "c")
+        assert edited is not first and (edited.split == "val").sum() == (first.split == "val").sum() + 1
+    assert load_dataset(cfg, cache_dir=tmp_path / "c") is not edited and len(inspected) == 4

@@ -46,3 +46,24 @@ def test_n_classes_have_2n_groups_and_the_planted_shortcut(tmp_path, n_classes):
 def test_too_many_classes_is_refused(tmp_path):
     with pytest.raises(ValueError, match=f"--classes must be between 2 and {len(CLASSES)}, got 11"):
         generate(tmp_path, n_classes=11)
+
+
+def test_many_valued_bias_has_random_other_colours_and_uniform_val_test(tmp_path):
+    """--bias-values K --conflict P: each class has its own colour in train except a P share in
+    one of the K - 1 other colours drawn at random; val and test colours independent of the class."""
+    from sample_data.make_sample import COLOUR_SET
+    generate(tmp_path, seed=3, scale=0.5, n_classes=4, bias_values=5, conflict=0.2)
+    meta = pd.read_csv(tmp_path / "metadata.csv")
+    names = list(COLOUR_SET)
+    own = meta["label"].map(CLASSES.index) == meta["colour"].map(names.index)
+    assert set(meta["colour"]) == set(names[:5]) and (meta["group"] == meta["label"] + " in " + meta["colour"]).all()
+    train = meta[meta.split == "train"]
+    conflicting = train[~own[train.index]]
+    assert abs(len(conflicting) / len(train) - 0.2) < 0.05
+    # a conflicting image's colour is any other colour, not one fixed "opposite" colour per class
+    assert conflicting.groupby("label")["colour"].nunique().min() >= 3
+    for split in ("val", "test"):  # every (class, colour) pair equally often
+        counts = meta[meta.split == split]["group"].value_counts()
+        assert len(counts) == 4 * 5 and counts.max() - counts.min() <= 1
+    with pytest.raises(ValueError, match="--bias-values must be between the number of classes"):
+        generate(tmp_path / "bad", n_classes=4, bias_values=3)

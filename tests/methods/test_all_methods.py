@@ -23,6 +23,10 @@ from core.train.training import predict_logits
 from core.train.checkpoints import load_checkpoint
 
 DATASETS = ("binary", "multiclass")
+# FFW's official schedule (up to 200 epochs of 100 gate steps, the bias head retrained to a plateau
+# after each) takes minutes even on the tiny sets: here a short one; tests/test_seed_methods.py
+# tests the schedule itself.
+QUICK = {"ffw": {"max_gate_epochs": 3, "epoch_steps": 3, "gate_patience": 0, "head_max_epochs": 10}}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def test_method_runs_end_to_end_or_refuses(analyses, dataset, name, train_calls)
     cfg = from_dict(AnalysisConfig, analysis.config())
     data = load_run_dataset(cfg, analysis, silent)
     assert data.n_classes == (2 if dataset == "binary" else 3) and data.n_groups == 2 * data.n_classes
-    params = {"seed": 1, **user_params(method.needs, analysis)}
+    params = {"seed": 1, **user_params(method.needs, analysis), **QUICK.get(name, {})}
     reason = method.refusal(data)
     if reason is not None:
         with pytest.raises(MethodRefused, match="cannot run on this dataset"):

@@ -19,6 +19,7 @@ from core.pipeline.debias import TARGET, create_debias_run
 from core.runs.store import Run, RunStore
 from core.views.summary import control_of
 from tests.conftest import tiny_config
+from tests.dense import dense_scores
 
 ROOT = PROJECT_ROOT
 
@@ -82,9 +83,10 @@ def auto_split(scores: np.ndarray, ce: np.ndarray, labels: np.ndarray, fraction:
 
 
 def check_stored_selections(run: Run) -> None:
-    """alignment.npy, auto_groups.npy and auto_alignment.npy recomputed from the stored scores,
-    validation logits and the labels/groups of metadata.csv."""
-    scores = np.asarray(run.read_array("scores"), np.float64)
+    """alignment.npy, auto_groups.npy and auto_alignment.npy recomputed from the stored scores
+    (rebuilt dense from the stored factors by tests/dense.py), validation logits and the
+    labels/groups of metadata.csv."""
+    scores = dense_scores(run)
     logits = run.read_array("erm_logits_val").astype(np.float64)
     labels, groups = split_table(run)
     ce = logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]
@@ -98,7 +100,7 @@ def check_stored_selections(run: Run) -> None:
 def test_analysis_artifacts(tiny_analysis):
     a = tiny_analysis
     n_train, n_val = len(a.read_array("train_ids")), len(a.read_array("val_ids"))
-    assert a.read_array("scores").shape == (n_val, n_train)
+    assert dense_scores(a).shape == (n_val, n_train) and not a.has("scores.npy")  # factored, not dense
     check_stored_selections(a)
     check_test_metrics(a, a.read_json("metrics")["test"])
     table = pd.read_csv(a.file("subpopulations.csv"))

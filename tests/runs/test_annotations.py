@@ -27,6 +27,7 @@ for i in range(start, start + n):
 def test_two_concurrent_writers_lose_no_update(tmp_path):
     store = RunStore(tmp_path)
     run = store.create("analysis", {})
+    run.write_json("auto", {"names": [f"default {g}" for g in range(1100)]})  # names are checked against these
     n = 60
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), run.id, str(start), str(n)],
                               cwd=ROOT) for start in (0, 1000)]

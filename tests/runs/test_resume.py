@@ -4,6 +4,7 @@ uninterrupted run's (same scores, metrics, removed ids)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 
@@ -15,6 +16,7 @@ from core.runs import jobs, stages
 from core.pipeline.analysis import start_analysis
 from core.pipeline.debias import TARGET as DEBIAS, create_debias_run, start_debias
 from core.runs.store import Run, RunStore
+from tests.dense import dense_scores
 
 
 def kill_when(run: Run, predicate, timeout: float = 300.0) -> dict:
@@ -59,7 +61,7 @@ def test_killed_analysis_resumes_to_the_uninterrupted_result(tiny_sample, tiny_a
     assert stages.is_done(run, "erm") and stages.is_done(run, "member_0")
     assert jobs.wait(run, timeout=300)["state"] == "done"
     assert run.status()["resumed"] == 3
-    np.testing.assert_array_equal(run.read_array("scores"), tiny_analysis.read_array("scores"))
+    np.testing.assert_array_equal(dense_scores(run), dense_scores(tiny_analysis))
     np.testing.assert_array_equal(run.read_array("alignment"), tiny_analysis.read_array("alignment"))
     same_metrics(run.read_json("metrics"), tiny_analysis.read_json("metrics"))
     assert not list(run.path.rglob("*.tmp")), "a partly written file was left behind"
@@ -85,3 +87,30 @@ def test_killed_analysis_resumes_to_the_uninterrupted_result(tiny_sample, tiny_a
 def test_resume_refuses_a_run_that_is_not_failed(tiny_analysis):
     with pytest.raises(ValueError, match=f"run {tiny_analysis.id} is done: only a failed or cancelled"):
         jobs.resume(tiny_analysis)
+
+
+@pytest.mark.parametrize("method", ["d3m", "auto_d3m"])
+def test_killed_k_sweep_redoes_only_unfinished_retrains(tiny_analysis, tmp_path, method):
+    """A debias job killed after two of four sweep retrains: resumed, it trains only the other
+    two (and the control), keeps the first two as they were, and ends where an uninterrupted
+    run ends."""
+    from tests.spies import recorded_training
+
+    params = {"k_sweep": [10, 20, 40, 80], "seed": 0}
+    ref = create_debias_run(RunStore(tiny_analysis.path.parents[1]), tiny_analysis.id, method, params, control=False)
+    jobs.run_inline(ref, DEBIAS)
+    store = RunStore(tmp_path / "work")
+    shutil.copytree(tiny_analysis.path, store.runs_dir / tiny_analysis.id)  # read-only fixture: a copy
+    job = start_debias(store, tiny_analysis.id, method, params, control=False)
+    kill_when(job, lambda s: "sweep 3/4" in (s.get("stage") or ""))
+    failed_within(job)
+    kept = {k: job.file(f"stages/sweep_k{k}.json").read_bytes() for k in (10, 20)}
+    assert not stages.is_done(job, "sweep_k40")
+    with recorded_training() as calls:
+        jobs.resume(job, inline=True)
+    assert job.status()["state"] == "done" and len(calls) == 2  # k = 40 and 80 only
+    assert {k: job.file(f"stages/sweep_k{k}.json").read_bytes() for k in (10, 20)} == kept
+    assert not job.file("sweep", create_parent=False).exists()  # the resume cache goes with the stage
+    np.testing.assert_array_equal(job.read_array("removed_ids"), ref.read_array("removed_ids"))
+    same_metrics(job.read_json("metrics"), ref.read_json("metrics"))
+    assert job.read_json("metrics")["info"]["sweep"] == ref.read_json("metrics")["info"]["sweep"]

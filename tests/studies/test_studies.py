@@ -126,3 +126,18 @@ def test_cli_bad_study_is_one_line(tmp_path, tiny_sample):
     with pytest.raises(SystemExit) as err:
         main(["ablate", "--plan", str(path)])
     assert str(err.value) == f"error: {path}:7: epochs: 1.5 is not int"
+
+
+def test_a_study_generates_its_missing_dataset(tmp_path):
+    """`generate` in [analysis]: a missing data folder is made by make_sample.py with those
+    arguments when the study is planned (or run); a bad command line is refused at load."""
+    import pandas as pd
+    text = BASE.replace("epochs = 1", 'epochs = 1\ngenerate = "--classes 3 --bias-values 3 --conflict 0.1 --scale 0.05"')
+    study = load_study(write(tmp_path, text, tmp_path / "colour"))
+    assert not (tmp_path / "colour").exists() and study.generate.startswith("--classes 3")
+    frame, _ = plan(study)
+    meta = pd.read_csv(tmp_path / "colour" / "metadata.csv")
+    assert set(meta["colour"]) == {"crimson", "teal", "yellow"} and len(frame) == len(tasks(study))
+    bad = write(tmp_path, BASE.replace("epochs = 1", 'epochs = 1\ngenerate = "--bias-valuez 3"'), tmp_path / "x")
+    with pytest.raises(StudyError, match="generate: '--bias-valuez 3' is not a valid make_sample.py command line"):
+        load_study(bad)

@@ -1,7 +1,9 @@
 """Studies on a real local Ray (2 CPUs, one session for the module): a 4-task study equals the
 same cells run one by one; a failing cell is recorded while the others finish; unchanged cells
-are reused; a study whose driver is killed resumes without rerunning finished cells; and a
-study joins a cluster started by `ray start --head` on a free port."""
+are reused; a study whose driver is killed resumes without rerunning finished cells; members
+as tasks of their own give the serial scores; and a study joins a cluster started by
+`ray start --head` on a free port, with no token and with token authentication (the README's
+flow), whatever Ray state this machine has."""
 from __future__ import annotations
 
 import os
@@ -24,6 +26,7 @@ from core.runs.store import RunStore
 from core.studies import runner, table
 from core.studies.spec import load_study
 from core.studies.study_runs import start_study
+from tests.studies.ray_nodes import clean_env, free_port, head
 
 pytestmark = pytest.mark.slow
 ROOT = PROJECT_ROOT
@@ -144,7 +147,7 @@ def test_resume_after_the_driver_is_killed(local_ray, tiny_sample, tmp_path):
 
     second = start_study(store, study, inline=True)
     cells = second.read_json("cells")
-    assert all(c["state"] == "done" for c in cells)
+    assert all(c["state"] == "done" for c in cells), [(c["cell"], c["state"], c["error"]) for c in cells]
     for cell in cells:
         if cell["cell"] in done_before:
             assert cell["reused"] and cell["run"] == done_before[cell["cell"]]
@@ -154,39 +157,70 @@ def test_resume_after_the_driver_is_killed(local_ray, tiny_sample, tmp_path):
     assert len({c["run"] for c in cells}) == 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_joins_a_cluster_by_address(tiny_sample, tmp_path):
-    port, client_port, dash_port = free_port(), free_port(), free_port()
-    ray_bin = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-                             "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                             f"--ray-client-server-port={client_port}", f"--dashboard-port={dash_port}",
-                             "--disable-usage-stats"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+@pytest.mark.parametrize("token", [False, True], ids=["no token", "token"])
+def test_joins_a_cluster_by_address(tiny_sample, tmp_path, token):
+    """`ray start --head` then `d3m ablate --ray HEAD:PORT` from a new shell, whatever Ray state
+    this machine and this pytest process have (HOME and RAY_* set here). With a token in
+    ~/.ray, Ray 2.60 turns token authentication on for the head: a driver without
+    RAY_AUTH_MODE=token is refused in one line saying what is missing, and the README's secure
+    flow (the same token, RAY_AUTH_MODE=token) joins."""
+    (tmp_path / "home").mkdir()
+    env = clean_env(tmp_path / "home")
+    if token:
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"], env=env,
+                       check=True, capture_output=True)
+        assert (tmp_path / "home" / ".ray" / "auth_token").is_file()
+    port = free_port()
+    node = head(port, env, tmp_path / "head.log", "--num-cpus=2")
     try:
+        node.ready()
         path = study_file(tmp_path, tiny_sample, '[grid]\n"d3m.beta" = [1.0]\n')
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        env.pop("D3M_RAY_ADDRESS", None)
-        out = subprocess.run([sys.executable, "-m", "core.cli", "ablate", str(path), "--workdir", str(tmp_path / "w"),
-                              "--ray", f"127.0.0.1:{port}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=300)
+        cmd = [sys.executable, "-m", "core.cli", "ablate", str(path), "--workdir", str(tmp_path / "w"),
+               "--ray", f"127.0.0.1:{port}"]
+        if token:
+            refused = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            assert refused.returncode == 1
+            line = refused.stderr.strip().splitlines()[-1]
+            assert line.startswith(f"error: could not join the Ray cluster at 127.0.0.1:{port} (")
+            assert line.endswith("the cluster most likely requires token authentication and RAY_AUTH_MODE is unset "
+                                 "here; export RAY_AUTH_MODE=token and give this driver the cluster's token (this "
+                                 f"machine has one in {tmp_path / 'home' / '.ray' / 'auth_token'})")
+            env = {**env, "RAY_AUTH_MODE": "token"}  # the documented flow
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         assert "beta=1.0" in out.stdout and "table.csv" in out.stdout
-        study_run = RunStore(tmp_path / "w").list("study")[0]
+        study_run = RunStore(tmp_path / "w").list("study")[-1]
         assert study_run.config()["ray_address"] == f"127.0.0.1:{port}"
         assert [c["state"] for c in study_run.read_json("cells")] == ["done"]
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        node.stop()
+
+
+def test_join_failure_names_what_is_missing(monkeypatch, tmp_path):
+    """The diagnosis alone, for the cases a test cluster cannot cheaply show."""
+    from core.studies.cluster import join_failure
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    error = ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:1")
+    port = free_port()  # nothing listens there
+    assert join_failure(f"127.0.0.1:{port}", error) == (
+        f"could not join the Ray cluster at 127.0.0.1:{port} (Failed to connect to Ray cluster at 127.0.0.1:1): "
+        f"nothing answers there; start its head with `ray start --head --port {port}` or fix the address")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert "RAY_AUTH_MODE is unset here; export RAY_AUTH_MODE=token and give this driver the cluster's token " \
+               "(this machine has none: copy the head's token (`ray get-auth-token` on the head) to " \
+               "~/.ray/auth_token here or set RAY_AUTH_TOKEN)" in join_failure(address, error)
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        assert join_failure(address, error).endswith(": RAY_AUTH_MODE=token but this machine has no token; copy "
+                                                     "the head's token (`ray get-auth-token` on the head) to "
+                                                     "~/.ray/auth_token here or set RAY_AUTH_TOKEN")
+        monkeypatch.setenv("RAY_AUTH_TOKEN", "abc")
+        assert ": the cluster refused the token in RAY_AUTH_TOKEN; copy the head's token" in join_failure(address, error)
 
 
 def test_ensemble_members_on_ray_equal_the_serial_loop(local_ray, tiny_sample, tmp_path):
@@ -205,10 +239,34 @@ def test_ensemble_members_on_ray_equal_the_serial_loop(local_ray, tiny_sample, t
     finally:
         torch.set_num_threads(threads)
     assert on_ray.status()["target"] == members.TARGET
-    np.testing.assert_array_equal(on_ray.read_array("scores"), serial.read_array("scores"))
+    for name in ("ensemble/factors/q_0.npy", "ensemble/factors/q_1.npy", "ensemble/factors/gram_b.npy",
+                 "ensemble/features_1/features.npy", "ensemble/features_1/p.npy"):
+        np.testing.assert_array_equal(np.load(on_ray.file(name)), np.load(serial.file(name)))
     np.testing.assert_array_equal(on_ray.read_array("alignment"), serial.read_array("alignment"))
     for t in range(2):
         np.testing.assert_array_equal(on_ray.read_array(f"ensemble/subset_{t}"), serial.read_array(f"ensemble/subset_{t}"))
         a, b = (load_checkpoint(r.file(f"ensemble/model_{t}.pt")).state_dict() for r in (on_ray, serial))
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert on_ray.read_json("metrics")["timings"]["featurize"] > 0
+
+
+def test_study_with_members_as_tasks(local_ray, tiny_sample, tmp_path):
+    """`members = "ray"`: the analysis task waits for its members, themselves Ray tasks (it gives
+    its CPU back meanwhile); the scores are the serial loop's."""
+    from threadpoolctl import threadpool_limits
+
+    study = load_study(study_file(tmp_path, tiny_sample, '[[variants]]\nlabel = "T=2"\n"analysis.n_models" = 2\n'))
+    store = RunStore(tmp_path / "work")
+    run = start_study(store, study, inline=True, members="ray")
+    assert [c["state"] for c in run.read_json("cells")] == ["done"]
+    (analysis,) = store.list("analysis")
+    assert analysis.status()["target"] == "analysis_on_ray"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            cfg = analysis_config(tiny_sample, **{**SETTINGS, "n_models": 2})
+            serial = start_analysis(RunStore(tmp_path / "serial"), cfg, inline=True)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(analysis.read_array("scores"), serial.read_array("scores"))

@@ -65,13 +65,20 @@ def test_mutual_information_matches_a_direct_sum():
     assert float(mutual_information(b, probs, 3)) == pytest.approx(expected, rel=1e-9)
 
 
-def test_consistency_is_kl_and_zero_when_outputs_agree(batch):
+def test_consistency_is_normalised_mse_or_kl_and_zero_when_outputs_agree(batch):
     logits, _ = batch
-    assert float(consistency(logits, logits)) == pytest.approx(0.0, abs=1e-12)
     other = logits.flip(0)
+    for kind in ("mse", "kl"):
+        assert float(consistency(logits, logits, kind)) == pytest.approx(0.0, abs=1e-12)
+    a = logits / logits.norm(dim=1, keepdim=True)  # official NLU form: MSE of the L2-normalised logits
+    b = other / other.norm(dim=1, keepdim=True)
+    assert float(consistency(logits, other)) == pytest.approx(float(((a - b) ** 2).mean()), rel=1e-9)
+    assert float(consistency(2 * logits, logits)) == pytest.approx(0.0, abs=1e-12)  # scale-free
     p, log_q = F.softmax(other, 1), F.log_softmax(logits, 1)
     expected = (p * (p.log() - log_q)).sum(1).mean()
-    assert float(consistency(logits, other)) == pytest.approx(float(expected), rel=1e-9) and expected > 0
+    assert float(consistency(logits, other, "kl")) == pytest.approx(float(expected), rel=1e-9) and expected > 0
+    with pytest.raises(ValueError, match="consistency kind must be 'mse' or 'kl'"):
+        consistency(logits, other, "l1")
 
 
 def test_diversity_zero_for_uncorrelated_outputs_and_covariance_otherwise():
@@ -80,7 +87,7 @@ def test_diversity_zero_for_uncorrelated_outputs_and_covariance_otherwise():
     col = torch.tensor([1.0, 2.0, 4.0, 7.0], dtype=torch.float64)
     same = torch.stack([col, col, -col], 1)
     cov = float(col.var())  # off-diagonal entries: ±var (6 of them)
-    assert float(diversity(same)) == pytest.approx(6 * cov ** 2 / 6)
+    assert float(diversity(same)) == pytest.approx(6 * cov ** 2 / 3)  # Σ_{i≠j} C_ij² / d, d = 3
     assert float(diversity(col[:, None])) == 0.0  # one output: no off-diagonal entry
 
 
@@ -91,3 +98,4 @@ def test_svd_share_reaches_its_optimum_at_rank_k():
     assert float(svd_share(u[:, :1] @ v[:1], k=1)) == pytest.approx(-1.0)
     assert float(svd_share(torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64)), k=1)) == pytest.approx(-0.75)
     assert float(svd_share(u @ v, k=1)) > -1.0
+    assert float(svd_share(u @ v)) == pytest.approx(-1.0)  # the official k = 3 >= rank 2

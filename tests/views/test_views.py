@@ -12,12 +12,13 @@ from PIL import Image
 
 from core.runs import annotations
 
-from core.views import data as views, runs as vr, selection as vs
+from core.views import data as views, distributions, runs as vr, selection as vs
 from core.config import analysis_config
 from core.data.validate import validate_dataset
 from core.methods import METHODS
 from core.methods.selection import parse_k_sweep
 from core.views.summary import pipeline_summary
+from tests.dense import dense_scores
 
 
 def test_counts_equal_the_metadata(tiny):
@@ -125,7 +126,14 @@ def test_pseudo_group_rename_persists(fresh_choices):
     default = a.read_json("auto")["names"]
     assert annotations.rename_pseudo_group(a, 0, "  dark landbirds ") == {"0": "dark landbirds"}
     assert vs.pseudo_group_names(a) == ["dark landbirds", *default[1:]]
-    annotations.rename_pseudo_group(a, 0, "")
+    with pytest.raises(ValueError, match="pseudo-group 0: the new name is empty"):
+        annotations.rename_pseudo_group(a, 0, "  ")
+    with pytest.raises(ValueError, match="'dark landbirds' is already the name of pseudo-group 0"):
+        annotations.rename_pseudo_groups(a, {1: "dark landbirds"})
+    assert vs.pseudo_group_names(a) == ["dark landbirds", *default[1:]]  # a refused rename changes nothing
+    annotations.rename_pseudo_groups(a, {0: default[1], 1: default[0]})  # a swap in one save is fine
+    assert vs.pseudo_group_names(a)[:2] == [default[1], default[0]]
+    annotations.reset_pseudo_group_names(a, [0, 1])
     assert vs.pseudo_group_names(a) == default
 
 
@@ -133,12 +141,20 @@ def test_train_table_filter_sort_page(tiny):
     align = tiny.analysis.read_array("alignment")
     table = vs.train_table(tiny.data, tiny.analysis.read_array("train_ids"), align)
     assert len(table) == len(align) and (table["alignment"].to_numpy() == align).all()
-    water = vs.filter_examples(table, ["waterbird"], {"place": ["land"]}, (-np.inf, 0.0))
-    assert ((water["class"] == "waterbird") & (water["place"] == "land") & (water["alignment"] <= 0)).all()
-    expected = ((table["class"] == "waterbird") & (table["place"] == "land") & (table["alignment"] <= 0)).sum()
-    assert len(water) == expected
+    # percentile: the share of the other training examples with a lower A_i (no ties in A_i here)
+    lower = (align[None, :] < align[:, None]).sum(axis=1)
+    assert np.allclose(table["percentile"].to_numpy(), 100 * lower / (len(align) - 1))
+    water = vs.filter_examples(table, ["waterbird"], {"place": ["land"]}, (0.0, 25.0))
+    quarter = lower <= 0.25 * (len(align) - 1)
+    expected = (table["class"] == "waterbird") & (table["place"] == "land") & quarter
+    assert list(water["id"]) == list(table["id"][expected]) and len(water) > 0
     page2 = vs.sorted_page(table, "alignment", True, 2, 10)
     assert list(page2["id"]) == list(table.sort_values("alignment", kind="stable")["id"].iloc[10:20])
+    mask = vs.filter_mask(table, ["waterbird"])
+    order = vs.sort_order(table, "group", False)
+    page1 = vs.sorted_page(table, "group", False, 1, 30, order, mask)
+    raw = table[table["class"] == "waterbird"].sort_values(["group", "id"], ascending=[False, True], kind="stable")
+    assert list(page1["id"]) == list(raw["id"].iloc[:30])
     assert vs.n_pages(len(table), 10) == -(-len(table) // 10)
     with pytest.raises(ValueError, match="page 99"):
         vs.sorted_page(table, "alignment", True, 99, 100)
@@ -216,8 +232,26 @@ def test_metrics_long_and_result_table(tiny):
 def test_histogram_counts_every_value_once_per_colour(tiny):
     align = tiny.analysis.read_array("alignment")
     classes = np.asarray(tiny.data.class_names)[tiny.data.labels[tiny.analysis.read_array("train_ids")]]
-    h = vs.histogram(align, classes, bins=7)
+    h = distributions.histogram(align, classes, bins=7)
     assert h.groupby("colour")["count"].sum().to_dict() == pd.Series(classes).value_counts().to_dict()
     assert h["left"].min() == align.min() and h["right"].max() == align.max()
     first = h[(h["colour"] == classes[0]) & (h["left"] == h["left"].min())]["count"].iloc[0]
     assert first == ((classes == classes[0]) & (align < h["right"].min())).sum()
+
+
+def check_influential_examples(data, analysis) -> None:
+    """One validation example's most influential training examples are its row's extremes."""
+    val_ids, train_ids = analysis.read_array("val_ids"), analysis.read_array("train_ids")
+    row = dense_scores(analysis)[7]  # rebuilt from the stored factors by the test
+    table = vs.influential_examples(data, analysis, int(val_ids[7]), n=5)
+    assert list(table.effect) == ["helps"] * 5 + ["hurts"] * 5
+    assert list(table.id) == list(train_ids[np.argsort(-row)[:5]]) + list(train_ids[np.argsort(row)[:5]])
+    np.testing.assert_allclose(table.influence, np.r_[np.sort(row)[::-1][:5], np.sort(row)[:5]],
+                               rtol=1e-6, atol=1e-9 * np.abs(row).max())
+    assert set(table.columns) >= {"id", "influence", "class", "group", "place"}
+    with pytest.raises(ValueError, match=f"example {int(train_ids[0])} is not a validation example"):
+        vs.influential_examples(data, analysis, int(train_ids[0]))
+
+
+def test_influential_examples_are_the_extremes_of_the_validation_example_row(tiny):
+    check_influential_examples(tiny.data, tiny.analysis)

@@ -12,6 +12,7 @@ from core.methods import METHODS
 from core.pipeline.analysis import load_run_dataset
 from core.progress import silent
 from tests.conftest import tiny_config
+from tests.views.test_views import check_influential_examples
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,7 @@ def test_debias_page_marks_a_refusing_method_unavailable(multi):
                                        f"and group {data.group_names[0]!r} has none")
     assert all(c["available"] for name, c in choices.items() if name != "subg" and METHODS[name].refusal(lacking) is None)
     assert all(c["available"] for c in vr.method_choices(METHODS, [1], [{"attribute": "a"}], data))
+
+
+def test_influential_examples_at_three_classes(multi):
+    check_influential_examples(*multi)
