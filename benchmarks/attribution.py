@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -149,11 +150,15 @@ def in_subprocess(spec: dict, timeout: float | None = None) -> dict:
     """Run `worker(spec)` in a fresh interpreter; its last stdout line is the JSON result.
     Raises RuntimeError (its last line says why) when it fails, is killed or runs past `timeout`."""
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         proc = subprocess.run([sys.executable, "-m", "benchmarks.attribution", "--worker", json.dumps(spec)],
                               capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"worker {spec['name']}: did not finish within {timeout:.0f} s") from None
+    except subprocess.TimeoutExpired:  # run() has killed and reaped it: its CPU time is in RUSAGE_CHILDREN
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        raise RuntimeError(f"worker {spec['name']}: did not finish within {timeout:.0f} s "
+                           f"({used:.0f} s CPU, start-up included)") from None
     if proc.returncode < 0:
         raise RuntimeError(f"worker {spec['name']}:\n{proc.stderr[-3000:]}\nkilled by signal {-proc.returncode}"
                            + (" (out of memory)" if proc.returncode == -9 else ""))
@@ -182,6 +187,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict:
     results, failed = {}, {}
     for name in args.variants:
         trak = {**to_dict(cfg.trak), **VARIANTS[name]}
+        trak["scope"] = resolve_scope(trak["scope"], n)  # what "auto" means here (and in a member's record)
         spec = {"name": name, "root": root, "workdir": str(workdir), "trak": trak, "targets": m,
                 "out": str(workdir / "scores" / f"n{n}_{name.replace('/', '_').replace(':', '')}")}
         try:
@@ -225,7 +231,10 @@ def follow_up(args: argparse.Namespace, workdir: Path) -> dict:
     """--follow-up SUMMARY: our default and our best option against the best peer of the earlier
     (smaller) run; a peer that does not finish a member gets its time extrapolated from there."""
     earlier = json.loads(Path(args.follow_up).read_text())
-    args.variants = follow_up_variants(earlier, DEFAULT_RUN[0])
+    n_new = round(args.scale * SAMPLE_TRAIN) if args.scale else SAMPLE_TRAIN
+    resolved = lambda v: {**VARIANTS[v], "scope": resolve_scope(VARIANTS[v].get("scope", ""), n_new)}  # noqa: E731
+    picked = follow_up_variants(earlier, DEFAULT_RUN[0])  # the best option may be what the default resolves to
+    args.variants = [v for i, v in enumerate(picked) if i == 0 or resolved(v) != resolved(picked[0])]
     print(f"follow-up of {args.follow_up} ({earlier['n_train']} train): {args.variants}", flush=True)
     summary = compare(args, workdir)
     epoch = {"wall": summary["epoch_seconds"], "cpu": summary["epoch_cpu_seconds"]}

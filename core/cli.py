@@ -217,7 +217,7 @@ def data_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--proj-dim", type=int, default=t.proj_dim)
     p.add_argument("--projector", default=t.projector, choices=list(FEATURIZERS))
-    p.add_argument("--scope", default=t.scope, help="gradient scope: auto (last below 10,000 train examples, else all) | all | last | last:N")
+    p.add_argument("--scope", default=t.scope, help="gradient scope: auto (last below 10,000 train examples, else last:3) | all | last | last:N")
     p.add_argument("--proxy-width", type=int, default=t.proxy_width,
                    help="ensemble members at 1/W of the channel width (small_cnn; 1 = same model)")
     p.add_argument("--members", default="serial", choices=["serial", "ray"],

@@ -2,8 +2,8 @@
 where the scores are made (model_scores) and recorded by the analysis.
 
 The rule follows the measurements in BENCHMARKS.md (attribution: cost and fidelity): the final
-layer on the 3,000-example sample, all layers at 20,000 and 80,000 train examples; it switches
-at AUTO_ALL_FROM train examples.
+layer on the 3,000-example sample, the last three linear/conv layers at 20,000 train examples
+(and from there on); it switches at AUTO_WIDE_FROM train examples.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from core.attribution import gradients
-from core.attribution.gradients import AUTO_ALL_FROM, resolve_scope
+from core.attribution.gradients import AUTO_WIDE_FROM, resolve_scope
 from core.attribution.trak import model_scores
 from core.config import TrakConfig, analysis_config
 from core.pipeline.preflight import check_settings
@@ -23,16 +23,17 @@ from core.train.models import SmallCNN
 N_TRAIN, N_TARGET = 40, 6
 
 
-@pytest.mark.parametrize("n, want", [(0, "last"), (3_000, "last"), (AUTO_ALL_FROM - 1, "last"),
-                                     (AUTO_ALL_FROM, "all"), (20_000, "all"), (80_000, "all"), (160_000, "all")])
-def test_auto_switches_to_all_layers_at_the_threshold(n, want):
+@pytest.mark.parametrize("n, want", [(0, "last"), (3_000, "last"), (AUTO_WIDE_FROM - 1, "last"),
+                                     (AUTO_WIDE_FROM, "last:3"), (20_000, "last:3"), (80_000, "last:3"),
+                                     (160_000, "last:3")])
+def test_auto_switches_to_the_last_three_layers_at_the_threshold(n, want):
     assert resolve_scope("auto", n) == want
     for explicit in ("last", "all", "last:2"):  # any other scope is used as given, at every size
         assert resolve_scope(explicit, n) == explicit
 
 
 def test_threshold_lies_between_the_measured_sizes():
-    assert 3_000 < AUTO_ALL_FROM <= 20_000  # last measured best at 3k, all at 20k
+    assert 3_000 < AUTO_WIDE_FROM <= 20_000  # last measured best at 3k, last:3 at 20k
 
 
 def test_auto_is_the_default_and_passes_the_settings_check(tmp_path):
@@ -59,13 +60,13 @@ def scores(problem, folder, scope: str) -> np.ndarray:
     return model_scores(model, images, labels, train_idx, target_idx, cfg, 3, torch.device("cpu"), folder, out)
 
 
-@pytest.mark.parametrize("threshold, want", [(N_TRAIN, "all"), (N_TRAIN + 1, "last")])
+@pytest.mark.parametrize("threshold, want", [(N_TRAIN, "last:3"), (N_TRAIN + 1, "last")])
 def test_model_scores_use_the_resolved_scope(problem, tmp_path, monkeypatch, threshold, want):
     """With the threshold moved to this problem's size, "auto" scores are exactly those of the
     scope the rule names (and not those of the other), and the feature store records that scope."""
-    monkeypatch.setattr(gradients, "AUTO_ALL_FROM", threshold)
+    monkeypatch.setattr(gradients, "AUTO_WIDE_FROM", threshold)
     auto = scores(problem, tmp_path / "auto", "auto")
-    other = {"all": "last", "last": "all"}[want]
+    other = {"last:3": "last", "last": "last:3"}[want]
     np.testing.assert_array_equal(auto, scores(problem, tmp_path / want, want))
     assert not np.allclose(auto, scores(problem, tmp_path / other, other))
     assert json.loads((tmp_path / "auto" / "metadata.json").read_text())["scope"] == want
@@ -76,4 +77,4 @@ def test_analysis_records_the_scope_it_used(fixture, request):
     run = request.getfixturevalue(fixture)
     n_train = len(run.read_array("train_ids"))
     assert run.config()["trak"]["scope"] == "auto"
-    assert run.read_json("metrics")["trak_scope"] == ("all" if n_train >= AUTO_ALL_FROM else "last") == "last"
+    assert run.read_json("metrics")["trak_scope"] == ("last:3" if n_train >= AUTO_WIDE_FROM else "last") == "last"

@@ -32,7 +32,9 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from core.attribution.trak import model_scores
+from core.attribution.factored import FactoredScores, Member
+from core.attribution.lds import lds as core_lds
+from core.attribution.trak import model_factors, model_scores
 from core.config import TrakConfig
 
 N, D, N_TARGETS = 100, 6, 6
@@ -194,16 +196,24 @@ def test_trak_predicts_leave_one_out_and_wrong_formulas_do_not():
         assert corr < THRESHOLD - 0.05, f"{wrong}: {corr:.3f} is not clearly below {THRESHOLD}"
 
 
+@lru_cache(maxsize=None)
+def subset_retraining(count: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """(masks (count, N) bool of random halves, actual target margins (count, targets) of the
+    model fitted on each half)."""
+    problem = make_problem()
+    (x, y), (xt, yt) = problem.train, problem.targets
+    rng = np.random.default_rng(1)
+    masks = np.array([rng.permutation(N) < N // 2 for _ in range(count)])
+    sign = np.where(yt == 1, 1.0, -1.0)
+    return masks, np.array([sign * fit_lr(x[m], y[m]).decision_function(xt) for m in masks])
+
+
 def test_trak_predicts_subset_retraining_lds():
     """LDS over 40 random halves: predicted Σ_{i∈S} τ(z)_i vs the margin of a model fitted on S.
 
     Measured: 0.912 for TRAK, 0.754 without the inverse, 0.632 without (1 - p)."""
     problem = make_problem()
-    (x, y), (xt, yt) = problem.train, problem.targets
-    rng = np.random.default_rng(1)
-    masks = np.array([rng.permutation(N) < N // 2 for _ in range(40)])
-    sign = np.where(yt == 1, 1.0, -1.0)
-    actual = np.array([sign * fit_lr(x[m], y[m]).decision_function(xt) for m in masks])
+    masks, actual = subset_retraining()
 
     def lds(tau: np.ndarray) -> float:
         predicted = masks.astype(np.float64) @ tau.T  # (subsets, targets)
@@ -211,3 +221,18 @@ def test_trak_predicts_subset_retraining_lds():
 
     assert lds(project_trak(problem)) > 0.85
     assert max(lds(reference(problem, inverse=False)), lds(reference(problem, residual=False))) < 0.8
+
+
+def test_factored_scores_keep_the_lds_and_wrong_scorers_do_not(tmp_path):
+    """The analysis's path: τ kept as factors (model_factors, FactoredScores) and the LDS taken
+    from them by core.attribution.lds, against the same actual refits on random halves. The exact
+    scores stay above 0.85; the wrong formulas, through the same LDS code, below 0.8."""
+    problem = make_problem()
+    masks, actual = subset_retraining()
+    model = as_torch(fit_lr(*problem.train)).eval()
+    train, q = model_factors(model, problem.images, problem.y, np.arange(N), np.arange(N, N + N_TARGETS), CFG,
+                             seed=0, device=torch.device("cpu"), folder=tmp_path)
+    factored = FactoredScores([Member(q, train, 1.0)])
+    assert core_lds(factored, masks, actual) > 0.85
+    for wrong in ({"inverse": False}, {"residual": False}):
+        assert core_lds(reference(problem, **wrong), masks, actual) < 0.8
