@@ -43,20 +43,31 @@ def true_class_prob(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 AUTO_ALL_FROM = 10_000  # scope "auto": all layers from this many train examples (BENCHMARKS.md, attribution)
 
 
-def resolve_scope(scope: str, n_train: int) -> str:
+def resolve_scope(scope: str, n_train: int, small_cnn: bool = True) -> str:
     """The gradient scope used for `n_train` train examples: "auto" is the final layer below
-    AUTO_ALL_FROM train examples and all layers from there; any other scope is used as given.
+    AUTO_ALL_FROM train examples and all layers from there, for the small CNN; for any other
+    model (`small_cnn=False`: a torchvision architecture) always the final layer. Any other
+    scope is used as given.
 
     Why (BENCHMARKS.md, "Attribution: cost and fidelity"): at 3,000 train examples the final
     layer's exact gradient has the best LDS (0.310 vs 0.237 for all layers at T = 5) and costs
     0.94 epochs against 1.87; at 20,000 all layers win (0.203 vs 0.157, traker 0.206) at 1.45
-    epochs. The switch point between the two measured sizes is provisional.
+    epochs. The switch point between the two measured sizes is provisional. Both were measured
+    on the small CNN only: on a ResNet-50 at 224 px the final layer costs one forward pass per
+    example (the penultimate features) where all layers cost several epochs, and depthwise or
+    attention layers (EfficientNet, ConvNeXt, ViT) need `--projector dense` for `all`.
     """
     if scope != "auto":
         return scope
     if n_train < 0:
         raise ValueError(f"n_train must be >= 0, got {n_train}")
-    return "all" if n_train >= AUTO_ALL_FROM else "last"
+    return "all" if n_train >= AUTO_ALL_FROM and small_cnn else "last"
+
+
+def is_small_cnn(model: nn.Module) -> bool:
+    """Whether `model` is (or wraps) core.train.models.SmallCNN (by name: attribution does not
+    import the model factory)."""
+    return any(type(m).__name__ == "SmallCNN" for m in model.modules())
 
 
 def scoped_layers(model: nn.Module, scope: str) -> list[tuple[str, nn.Module]]:

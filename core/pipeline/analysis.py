@@ -110,7 +110,7 @@ def run_analysis(run: Run, report: Reporter, members: MemberRunner | None = None
     epochs_done = erm_info["steps"] / math.ceil(len(train_idx) / cfg.train.batch_size)
     run.write_json("metrics", {**ev, "steps": erm_info["steps"], "timings": timings, "device": str(device),
                                "epoch_seconds": erm_info["seconds"] / epochs_done,
-                               "trak_scope": resolve_scope(cfg.trak.scope, len(train_idx))})
+                               "trak_scope": resolve_scope(cfg.trak.scope, len(train_idx), cfg.model.arch == "small_cnn")})
 
 
 def write_ids(run: Run, data: Dataset) -> None:
