@@ -57,7 +57,7 @@ class TrakConfig:
     subset_fraction: float = 0.5  # each model trains on a random subset of this size
     proj_dim: int = 2048  # total feature dimension per model
     projector: str = "factored"  # factored (per-layer Kronecker) | sparse (sign sketch) | dense (reference)
-    scope: str = "auto"  # auto (resolve_scope: last below 10,000 train examples, else last:3) | last | last:N | all
+    scope: str = "auto"  # auto (resolve_scope: last; last:3 from 10,000 train examples on small_cnn) | last | last:N | all
     ridge: float = 1e-3  # relative ridge: lambda = ridge * trace(PhiT Phi) / k
     batch_size: int = 128
     chunk_size: int = 4096  # rows (train or target) per streamed chunk: bounds peak memory

@@ -44,10 +44,11 @@ AUTO_WIDE_FROM = 10_000  # scope "auto": the last AUTO_WIDE_LAYERS layers from t
 AUTO_WIDE_LAYERS = 3
 
 
-def resolve_scope(scope: str, n_train: int) -> str:
-    """The gradient scope used for `n_train` train examples: "auto" is the final layer ("last")
-    below AUTO_WIDE_FROM train examples and the last AUTO_WIDE_LAYERS linear/conv layers
-    ("last:3") from there; any other scope is used as given.
+def resolve_scope(scope: str, n_train: int, small_cnn: bool = True) -> str:
+    """The gradient scope used for `n_train` train examples: for the small CNN, "auto" is the
+    final layer ("last") below AUTO_WIDE_FROM train examples and the last AUTO_WIDE_LAYERS
+    linear/conv layers ("last:3") from there; for any other model (`small_cnn=False`: a
+    torchvision architecture) always the final layer. Any other scope is used as given.
 
     Why (BENCHMARKS.md, "Attribution: cost and fidelity"): on the 3,000-example sample the
     final layer's exact gradient has the best LDS at T = 5 (0.310; all layers 0.237, traker
@@ -56,13 +57,22 @@ def resolve_scope(scope: str, n_train: int) -> str:
     last three layers cost 1.48 training epochs per model against 2.04 for all layers (CPU time,
     one thread): the small CNN's first conv layer, the costliest to featurize, adds no measured
     fidelity. The switch point between 3,000 and 20,000 is provisional (nothing measured
-    between), and so is the choice at 80,000 (BENCHMARKS.md says what was run there).
+    between), and so is the choice at 80,000 (BENCHMARKS.md says what was run there). Both were
+    measured on the small CNN only: on a ResNet-50 at 224 px the final layer costs one forward
+    pass per example (the penultimate features) where wider scopes cost several epochs, and
+    depthwise or attention layers (EfficientNet, ConvNeXt, ViT) need `--projector dense` for them.
     """
     if scope != "auto":
         return scope
     if n_train < 0:
         raise ValueError(f"n_train must be >= 0, got {n_train}")
-    return f"last:{AUTO_WIDE_LAYERS}" if n_train >= AUTO_WIDE_FROM else "last"
+    return f"last:{AUTO_WIDE_LAYERS}" if n_train >= AUTO_WIDE_FROM and small_cnn else "last"
+
+
+def is_small_cnn(model: nn.Module) -> bool:
+    """Whether `model` is (or wraps) core.train.models.SmallCNN (by name: attribution does not
+    import the model factory)."""
+    return any(type(m).__name__ == "SmallCNN" for m in model.modules())
 
 
 def scoped_layers(model: nn.Module, scope: str) -> list[tuple[str, nn.Module]]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.attribution.gradients import make_featurizer, resolve_scope
+from core.attribution.gradients import is_small_cnn, make_featurizer, resolve_scope
 from core.attribution.scorer import factor, score_chunks, solve
 from core.attribution.store import TrainFeatures, featurize, load_or_featurize
 from core.config import ModelConfig, TrakConfig
@@ -79,7 +79,7 @@ def _solved_targets(model: nn.Module, images: np.ndarray, labels: np.ndarray, tr
     for name in ("proj_dim", "batch_size", "chunk_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"trak.{name} must be >= 1, got {getattr(cfg, name)}")
-    cfg = replace(cfg, scope=resolve_scope(cfg.scope, len(train_idx)))  # "auto" decided here, by n
+    cfg = replace(cfg, scope=resolve_scope(cfg.scope, len(train_idx), is_small_cnn(model)))  # "auto": by n, model
     featurizer = make_featurizer(model, cfg.projector, cfg.scope, cfg.proj_dim, seed, device)
     train = load_or_featurize(folder, feature_meta(cfg, seed, model_id), model, featurizer, images,
                               train_idx, labels, cfg.batch_size, cfg.chunk_size, device,

@@ -111,7 +111,7 @@ def run_analysis(run: Run, report: Reporter, members: MemberRunner | None = None
     epochs_done = erm_info["steps"] / math.ceil(len(train_idx) / cfg.train.batch_size)
     run.write_json("metrics", {**ev, "steps": erm_info["steps"], "timings": timings, "device": str(device),
                                "epoch_seconds": erm_info["seconds"] / epochs_done,
-                               "trak_scope": resolve_scope(cfg.trak.scope, len(train_idx))})
+                               "trak_scope": resolve_scope(cfg.trak.scope, len(train_idx), cfg.model.arch == "small_cnn")})
 
 
 def write_ids(run: Run, data: Dataset) -> None:
@@ -215,7 +215,8 @@ def ensemble_scores(run: Run, data: Dataset, cfg: AnalysisConfig, device: torch.
             return open_scores(run.path)
     train_idx, val_idx = data.idx("train"), data.idx("val")
     n_models = cfg.trak.n_models
-    trak = replace(cfg.trak, scope=resolve_scope(cfg.trak.scope, len(train_idx)))  # as model_factors stores it
+    small_cnn = cfg.model.arch == "small_cnn"
+    trak = replace(cfg.trak, scope=resolve_scope(cfg.trak.scope, len(train_idx), small_cnn))  # as model_factors stores it
     metas = [feature_meta(trak, member_seed(cfg, t), f"{run.id}/model_{t}") for t in range(n_models)]
     store = factor_store(run, cfg, len(train_idx), len(val_idx), metas)
     times = {"ensemble_train": 0.0, "featurize": 0.0}

@@ -40,3 +40,26 @@ def test_final_layer_features_come_from_one_forward_pass(tmp_path, arch, classes
     expected = torch.einsum("bo,bi->boi", delta, torch.cat([a, torch.ones(4, 1)], 1)).reshape(4, -1)
     torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(p, torch.softmax(z.detach(), 1)[torch.arange(4), y], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_scope_stays_on_the_final_layer_for_torchvision_models(tmp_path, monkeypatch):
+    """The wider scope of "auto" was measured on the small CNN only; a torchvision model
+    keeps the final layer at any n (wider scopes of a ResNet-50 at 224 px cost several epochs)."""
+    import numpy as np
+
+    from core.attribution import gradients, trak
+    from core.config import TrakConfig
+
+    monkeypatch.setattr(gradients, "AUTO_WIDE_FROM", 4)  # 8 train examples count as "large"
+    scopes = []
+    real = trak.make_featurizer
+    monkeypatch.setattr(trak, "make_featurizer", lambda model, proj, scope, *a: scopes.append(scope) or real(
+        model, proj, scope, *a))
+    images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(10) % 2
+    for arch in ("resnet18", "small_cnn"):
+        model = build_model(ModelConfig(arch), 2, 32).eval()
+        trak.model_factors(model, images, labels, np.arange(8), np.arange(8, 10), TrakConfig(proj_dim=16), 0,
+                           torch.device("cpu"), tmp_path / arch)
+    assert scopes == ["last", "last:3"]
+    assert gradients.resolve_scope("auto", 160_000, small_cnn=False) == "last"
