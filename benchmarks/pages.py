@@ -6,10 +6,11 @@
 Builds a synthetic analysis directly in a run store (cached in --workdir): a generated
 metadata.csv (label, split, group, place, size, colour, source) whose image files are hard
 links to 64 distinct 32x32 PNGs, the images decoded once into the dataset cache, and the
-artifacts every page reads (ids, ERM logits and metrics, val x train scores, alignments,
+artifacts every page reads (ids, ERM logits and metrics, factored val x train scores, alignments,
 pseudo-groups, subpopulations) of the right shapes, plus `--runs` finished debias runs (random
-removal sets of 1-5% of train and random test logits). NOTHING IS TRAINED: the scores are a
-random low-rank group structure plus noise and the logits are random, and the selections are
+removal sets of 1-5% of train and random test logits). NOTHING IS TRAINED: the scores are
+one member's factors of a random group structure plus low-rank noise (never a dense matrix) and
+the logits are random, and the selections are
 computed from them by the analysis job's own `core.pipeline.analysis.write_selections`. Then it starts
 `streamlit run app.py` on that work directory, opens it in Chromium (Playwright) and times, in
 the browser, each widget change or page change until Streamlit is idle again
@@ -31,6 +32,7 @@ import pandas as pd
 from PIL import Image
 
 from benchmarks.browser import IDLE, browser_page, chromium, serve
+from benchmarks.scale import write_factors
 from core.runs import jobs
 from core.pipeline.analysis import create_analysis_run, load_run_dataset, write_selections
 from core.config import AnalysisConfig, analysis_config, from_dict
@@ -72,13 +74,16 @@ def make_data(root: Path, n: dict[str, int], seed: int = 0, classes: tuple[str, 
     return root
 
 
-def synthetic_scores(out: np.ndarray, g_val: np.ndarray, g_train: np.ndarray, rng, rows: int = 100) -> None:
-    """τ = 1e-3 · (same group ? +1 : -0.3) · s_i + noise, written in row chunks (val x train)."""
-    strength = rng.normal(0.0, 1.0, g_train.shape[0]).astype(np.float32)
-    for s in range(0, out.shape[0], rows):
-        g = g_val[s:s + rows, None]
-        sign = np.where(g == g_train[None, :], 1.0, -0.3).astype(np.float32)
-        out[s:s + rows] = 1e-3 * (sign * strength + 0.5 * rng.standard_normal((len(g), out.shape[1]), np.float32))
+def grouped_member(g_val: np.ndarray, g_train: np.ndarray, n_groups: int, rng, noise_dims: int = 64) -> tuple:
+    """One member's (Φ, p, Q) whose scores Q Bᵀ (B = diag(1 - p) Φ) are
+    τ = 1e-3 · (same group ? +1 : -0.3) · s_i + noise of rank `noise_dims`, never formed."""
+    strength = rng.normal(0.0, 1.0, len(g_train)).astype(np.float32)
+    phi = np.zeros((len(g_train), n_groups + noise_dims), np.float32)
+    phi[np.arange(len(g_train)), g_train] = 2 * strength  # 2: the (1 - p) = 0.5 below
+    phi[:, n_groups:] = 2 * rng.standard_normal((len(g_train), noise_dims), np.float32)
+    q = np.where(g_val[:, None] == np.arange(n_groups)[None, :], 1e-3, -0.3e-3).astype(np.float32)
+    noise = 0.5e-3 / np.sqrt(noise_dims) * rng.standard_normal((len(g_val), noise_dims), np.float32)
+    return phi, np.full(len(g_train), 0.5, np.float32), np.hstack([q, noise])
 
 
 def fill_synthetic(run: Run, report) -> None:
@@ -94,13 +99,10 @@ def fill_synthetic(run: Run, report) -> None:
         logits[split] = (rng.normal(0, 1.5, (len(idx), data.n_classes))
                          + 1.5 * np.eye(data.n_classes)[data.labels[idx]]).astype(np.float32)
         run.write_array(f"erm_logits_{split}", logits[split])
-    train_idx, val_idx = data.idx("train"), data.idx("val")
-    scores = np.lib.format.open_memmap(run.file("scores.npy"), mode="w+", dtype=np.float32,
-                                       shape=(len(val_idx), len(train_idx)))
-    synthetic_scores(scores, data.groups[val_idx], data.groups[train_idx], rng)
-    scores.flush()
+    g_val, g_train = data.groups[data.idx("val")], data.groups[data.idx("train")]
+    scores, _ = write_factors(run.path, 1, lambda t: grouped_member(g_val, g_train, data.n_groups, rng))
     report("selections", 0, 1)
-    write_selections(run, data, run.read_array("scores"), logits["val"])
+    write_selections(run, data, scores, logits["val"])
     metrics = {s: group_metrics(logits[s].argmax(1), data.labels[data.idx(s)], data.groups[data.idx(s)],
                                 data.group_names) for s in ("val", "test")}
     run.write_json("metrics", {**metrics, "steps": 0, "epoch_seconds": 0.0, "timings": {}, "device": "cpu",

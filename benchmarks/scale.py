@@ -140,23 +140,32 @@ def pipeline(root: Path, workdir: Path, epochs: int | None) -> dict:
             "files_mb": sum(p.stat().st_size for p in analysis.path.rglob("*") if p.is_file()) / 1e6}
 
 
-def synthetic_factors(folder: Path, n: int, m: int, rng: np.random.Generator, members: int = 5,
-                      k: int = 258) -> tuple[FactoredScores, float]:
-    """Random factors in an analysis folder (nothing trained), and the seconds H = BᵀB took:
-    T members of k features; k = 258 (the default): the binary final layer's 129 x 2, whose two
-    output rows cancel (as a margin gradient's do); any other k: full-rank features, as all
-    layers give (1,730 for the small CNN at proj_dim 2048). Also usable for a synthetic
-    analysis's pages."""
+def write_factors(folder: Path, members: int, member: Callable[[int], tuple]) -> tuple[FactoredScores, float]:
+    """Factors in an analysis folder (nothing trained) from `member(t)` = (Φ_t, p_t, Q_t), made
+    one member at a time, and the seconds H = BᵀB took."""
+    qs = []
     for t in range(members):
-        half = rng.normal(size=(n, k // 2)).astype(np.float32)
-        phi = np.hstack([half, -half]) if k == 258 else rng.normal(size=(n, k)).astype(np.float32)
-        save_store(folder / f"ensemble/features_{t}", {"seed": t}, phi, rng.uniform(0.05, 0.95, n).astype(np.float32))
-    store = FactorStore(folder / FACTORS, {"n": n, "m": m, "members": [
+        phi, probs, q = member(t)
+        save_store(folder / f"ensemble/features_{t}", {"seed": t}, phi, probs)
+        qs.append(q)
+    store = FactorStore(folder / FACTORS, {"n": int(phi.shape[0]), "m": int(q.shape[0]), "members": [
         {"features": f"features_{t}", "seed": t} for t in range(members)]})
-    for t in range(members):
-        store.save_q(t, rng.normal(size=(m, k)).astype(np.float32))
+    for t, q in enumerate(qs):
+        store.save_q(t, q)
     t0 = time.perf_counter()
     return store.finish(), time.perf_counter() - t0
+
+
+def synthetic_factors(folder: Path, n: int, m: int, rng: np.random.Generator, members: int = 5,
+                      k: int = 258) -> tuple[FactoredScores, float]:
+    """Random factors of the default's shapes: T members of k features; k = 258 (the default):
+    the binary final layer's 129 x 2, whose two output rows cancel (as a margin gradient's do);
+    any other k: full-rank features, as all layers give (1,730 for the small CNN at proj_dim 2048)."""
+    def member(t: int) -> tuple:
+        half = rng.normal(size=(n, k // 2)).astype(np.float32)
+        phi = np.hstack([half, -half]) if k == 258 else rng.normal(size=(n, k)).astype(np.float32)
+        return phi, rng.uniform(0.05, 0.95, n).astype(np.float32), rng.normal(size=(m, k)).astype(np.float32)
+    return write_factors(folder, members, member)
 
 
 def synthetic_selections(counts: dict[str, int], workdir: Path, k: int) -> dict:

@@ -150,17 +150,7 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
             for start in range(0, steps * bs, bs):
                 batch = np.sort(order[start:start + bs])
                 x, y, bb = to_tensor(data.images[batch], device), labels[batch].to(device), b_t[batch].to(device)
-                logits = gated(x)
-                feats = hook.features
-                mi = mutual_information(bb, F.softmax(head(feats), 1), n_values) / math.log(n_values)
-                objective = ALPHA * F.cross_entropy(logits, y) + params["gamma"] * mi
-                gate_opt.zero_grad()
-                head_opt.zero_grad()
-                objective.backward()
-                head_opt.zero_grad()  # the MI must not train the head (gating_weights.py:487-489)
-                F.cross_entropy(head(feats.detach()), bb).backward()
-                gate_opt.step()
-                head_opt.step()
+                gate_step(gated, hook, head, (gate_opt, head_opt), (x, y, bb), params["gamma"], n_values)
             train_head(head, head_opt, bottleneck(gated, data.images, fit_idx, device), b_fit, bs,
                        params["head_max_epochs"], rng)
             mi_val = mean_mi(gated, head, data.images, sel_idx, b_sel, n_values, bs, device)
@@ -185,6 +175,26 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
     if best_state is not None:
         gated.load_state_dict(best_state)
     return gated, schedule, {**first, "checkpoint_found": best_state is not None}
+
+
+def gate_step(gated: GatedModel, hook: Penultimate, head: nn.Linear, opts: tuple, batch: tuple, gamma: float,
+              n_values: int) -> None:
+    """One step of gating_weights.py: the gates descend ALPHA x task loss + gamma x the mutual
+    information (normalised by log of the number of bias values) between the bias and the
+    head's prediction; the head descends its own cross-entropy only."""
+    gate_opt, head_opt = opts
+    x, y, bb = batch
+    logits = gated(x)
+    feats = hook.features
+    mi = mutual_information(bb, F.softmax(head(feats), 1), n_values) / math.log(n_values)
+    objective = ALPHA * F.cross_entropy(logits, y) + gamma * mi
+    gate_opt.zero_grad()
+    head_opt.zero_grad()
+    objective.backward()
+    head_opt.zero_grad()  # the MI must not train the head (gating_weights.py:487-489)
+    F.cross_entropy(head(feats.detach()), bb).backward()
+    gate_opt.step()
+    head_opt.step()
 
 
 def checkpoint(ctx: MethodContext, gated: GatedModel, head0: nn.Linear, params: dict, fit_idx: np.ndarray,

@@ -25,7 +25,6 @@ from core.runs import jobs, stages
 
 from core.methods import selection
 from core.attribution.gradients import resolve_scope
-from core.attribution.gradients import resolve_scope
 from core.attribution.factors import FOLDER as FACTORS, FactorStore, open_scores
 from core.attribution.scores import Scores
 from core.attribution.store import save_store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.methods import METHODS, ba_lora, ffw_report, pgd
+from core.methods import METHODS, ba_lora, ffw_report, pgd_report
 from core.runs import jobs
 from core.views import runs as vr
 from tests.dashboard.fixtures import open_app
@@ -55,7 +55,7 @@ def test_debias_page_runs_a_seed_method_with_its_settings(monkeypatch, tiny, tin
         assert row["failure signatures"] == (", ".join(ffw_report.signatures(info)) or "none")
     elif method == "pgd":
         assert row["sampling mass on them"] == info["conflicting_mass"]
-        assert row["failure signatures"] == (", ".join(pgd.signatures(info)) or "none")
+        assert row["failure signatures"] == (", ".join(pgd_report.signatures(info)) or "none")
     else:
         assert row["predictions changed"] == info["predictions_changed_from_base"]
         assert row["failure signatures"] == (", ".join(ba_lora.signatures(info)) or "none")

@@ -23,7 +23,8 @@ from core.methods.ba_lora import BALoRALoss, fit_adapters, warmup_cosine, with_a
 from core.methods.ffw import bias_attribute, learn_gates
 from core.methods.ffw_gates import GatedModel, gate
 from core.methods.frozen import penultimate, val_fit_select
-from core.methods.pgd import ce_grad_norms, importance, signatures
+from core.methods.pgd import ce_grad_norms, importance
+from core.methods.pgd_report import signatures
 from core.pipeline.analysis import TARGET as ANALYSIS_TARGET
 from core.pipeline.analysis import create_analysis_run, load_run_dataset
 from core.pipeline.debias import TARGET, create_debias_run
