@@ -250,7 +250,7 @@ def follow_up(args: argparse.Namespace, workdir: Path) -> dict:
     return summary
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/d3m_bench_attribution"))
@@ -281,7 +281,11 @@ def main() -> None:
                         help="train sizes, e.g. 5000 20000 80000 160000")
     parser.add_argument("--targets", type=int, default=None,
                         help="val targets: the first N (default: all; 1000 in --scaling)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return

@@ -127,10 +127,7 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
     rng = np.random.default_rng(50_000 + seed)
     b_t = torch.as_tensor(np.array(b))
     b_fit, b_sel = b_t[torch.as_tensor(fit_idx)], b_t[torch.as_tensor(sel_idx)]
-    feats0 = bottleneck(base, data.images, fit_idx, device)
-    head0 = new_head(feats0.shape[1], n_values, seed)
-    train_head(head0, head_optimizer(head0, params["head_lr"]), feats0, b_fit, bs, params["head_max_epochs"], rng)
-    first = {"bias_head_val_acc_before": head_accuracy(head0, bottleneck(base, data.images, sel_idx, device), b_sel)}
+    head0, first = first_head(ctx, base, params, (fit_idx, b_fit), (sel_idx, b_sel), n_values, seed, rng)
 
     gated = GatedModel(base, params["structure"]).to(device)
     head = copy.deepcopy(head0).to(device)
@@ -175,6 +172,19 @@ def learn_gates(ctx: MethodContext, base: nn.Module, params: dict, b: np.ndarray
     if best_state is not None:
         gated.load_state_dict(best_state)
     return gated, schedule, {**first, "checkpoint_found": best_state is not None}
+
+
+def first_head(ctx: MethodContext, base: nn.Module, params: dict, fit: tuple, sel: tuple, n_values: int,
+               seed: int, rng: np.random.Generator) -> tuple[nn.Linear, dict]:
+    """The bias head trained to a plateau on the ERM model's features (`fit`: indices and bias
+    values), and its accuracy on the selection part (`sel`) before any pruning."""
+    (fit_idx, b_fit), (sel_idx, b_sel) = fit, sel
+    feats0 = bottleneck(base, ctx.data.images, fit_idx, ctx.device)
+    head0 = new_head(feats0.shape[1], n_values, seed)
+    train_head(head0, head_optimizer(head0, params["head_lr"]), feats0, b_fit, params["batch_size"],
+               params["head_max_epochs"], rng)
+    sel_feats = bottleneck(base, ctx.data.images, sel_idx, ctx.device)
+    return head0, {"bias_head_val_acc_before": head_accuracy(head0, sel_feats, b_sel)}
 
 
 def gate_step(gated: GatedModel, hook: Penultimate, head: nn.Linear, opts: tuple, batch: tuple, gamma: float,
