@@ -1,7 +1,8 @@
 """Table 1 protocol: every method on the same analysis (splits, ERM model, scores), several seeds.
 
     .venv/bin/python -m benchmarks.table1 [--data DIR|TABLE.csv] [--workdir DIR] [--seeds 0,1,2]
-        [--methods erm,jtt,...] [--epochs N] [--models T] [--proj-dim K] [--arch ...] [--device ...]
+        [--methods erm,jtt,...] [--epochs N] [--models T] [--proj-dim K] [--device ...]
+        [--arch ARCH] [--weights imagenet|FILE] [--recipe NAME] [...the model options of `d3m pipeline`]
 
 One analysis (ERM + TRAK ensemble) per dataset; then one debias run per (method, seed) with
 params {"seed": s} and each method's defaults (D3M/Auto-D3M: k = all negative scores;
@@ -28,6 +29,7 @@ from core.config import DEFAULT_DATA, AnalysisConfig, analysis_config
 from core.pipeline.debias import start_debias
 from core.methods import METHODS
 from core.runs.store import Run, RunStore
+from core.train.command import add_model_opts, model_settings
 
 TABLE1 = ("erm", "auto_d3m", "jtt", "dfr", "d3m", "random", "rwg", "subg", "groupdro", "pgd", "ffw", "ba_lora")
 
@@ -105,12 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="workdir-table1")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--methods", default=",".join(TABLE1), help=f"comma-separated (default {','.join(TABLE1)})")
-    p.add_argument("--epochs", type=int, default=base.train.epochs)
+    p.add_argument("--epochs", type=int, default=None, help=f"default {base.train.epochs} (or the recipe's)")
     p.add_argument("--models", type=int, default=base.trak.n_models, help="TRAK ensemble size T")
     p.add_argument("--proj-dim", type=int, default=base.trak.proj_dim)
-    p.add_argument("--arch", default=base.model.arch, choices=["small_cnn", "resnet18"])
-    p.add_argument("--weights", default=None, help="local ResNet-18 state_dict (Waterbirds: ImageNet)")
-    p.add_argument("--image-size", type=int, default=base.data.image_size)
+    add_model_opts(p)  # --arch (any torchvision classifier), --weights imagenet|FILE, --recipe, ... as in `d3m`
     p.add_argument("--group-attribute", default=None)
     p.add_argument("--device", default=base.train.device, choices=["auto", "cpu", "cuda"])
     return p
@@ -124,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}: choose from {', '.join(sorted(METHODS))}")
-    cfg = analysis_config(args.data, args.group_attribute, image_size=args.image_size, arch=args.arch,
-                          weights=args.weights, epochs=args.epochs, device=args.device, n_models=args.models,
-                          proj_dim=args.proj_dim)
+    cfg = analysis_config(args.data, args.group_attribute, **model_settings(args), epochs=args.epochs,
+                          device=args.device, n_models=args.models, proj_dim=args.proj_dim)
     store = RunStore(args.workdir)
     analysis = analysis_run(store, cfg)
     seeds = [int(s) for s in args.seeds.split(",")]
