@@ -50,13 +50,12 @@ def waterbirds_sample(out: Path) -> Path:
 
 def measure(arch: str, table: Path, image_size: int, n_train: int | None, workdir: Path) -> dict:
     """One arch, in this process (run by main in a child of its own)."""
-    import numpy as np
     import torch
 
     from benchmarks.measure import peak_mb, watch_anon
     from core.config import DataConfig, ModelConfig, TrainConfig, TrakConfig
     from core.data.dataset import load_dataset
-    from core.attribution.trak import model_scores
+    from core.attribution.trak import model_factors
     from core.train.models import build_model
     from core.train.training import train
 
@@ -71,10 +70,9 @@ def measure(arch: str, table: Path, image_size: int, n_train: int | None, workdi
     train(model, data.images, data.labels, train_idx, TrainConfig(epochs=1, batch_size=32, augment="crop_flip"),
           torch.device("cpu"))
     epoch_s = time.perf_counter() - start
-    out = np.zeros((len(val_idx), len(train_idx)), np.float32)
     start = time.perf_counter()
-    model_scores(model, data.images, data.labels, train_idx, val_idx, TrakConfig(), 1, torch.device("cpu"),
-                 workdir / f"features_{arch}_{len(train_idx)}", out)
+    model_factors(model, data.images, data.labels, train_idx, val_idx, TrakConfig(), 1, torch.device("cpu"),
+                  workdir / f"features_{arch}_{len(train_idx)}")  # as the analysis: factors, no val x train matrix
     attribution_s = time.perf_counter() - start
     shutil.rmtree(workdir / f"features_{arch}_{len(train_idx)}")
     return {"arch": arch, "image_size": image_size, "train": int(len(train_idx)), "val": int(len(val_idx)),
