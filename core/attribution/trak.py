@@ -85,6 +85,7 @@ def _solved_targets(model: nn.Module, images: np.ndarray, labels: np.ndarray, tr
                               train_idx, labels, cfg.batch_size, cfg.chunk_size, device,
                               scaled(report, "train "))
     chol = factor(train.gram, cfg.ridge)
+    report("scoring", 0, len(target_idx))  # the stage shows while the first chunk is featurized
     for start in range(0, len(target_idx), cfg.chunk_size):
         chunk = target_idx[start:start + cfg.chunk_size]
         target_feats = np.zeros((len(chunk), featurizer.dim), np.float32)
