@@ -130,8 +130,8 @@ def remove(root: Path) -> None:
     """Remove a task folder by renaming it away first: a worker killed while deleting (a try
     being stopped) leaves a hidden leftover, never a half-deleted folder that the next try
     would take for runs to resume. Leftovers of earlier removals go too."""
-    trash = root.parent / f".removing-{root.name}-{secrets.token_hex(3)}"
-    root.rename(trash)
+    if root.exists():
+        root.rename(root.parent / f".removing-{root.name}-{secrets.token_hex(3)}")
     for folder in root.parent.glob(".removing-*"):
         shutil.rmtree(folder, ignore_errors=True)
 
