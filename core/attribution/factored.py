@@ -15,7 +15,9 @@ so τ_t(z)_i = Q_t[z] · B_t[i]. With Q = [w_1 Q_1 … w_T Q_T] (val x Tk) and B
   H (Tk x Tk, accumulated once by the analysis: ensemble/factors/gram_b.npy). L is H's
   Cholesky factor, or V √Λ from its eigendecomposition (eigenvalues below 1e-12 of the
   largest dropped) when H is singular, as it is for scope "last" (a margin gradient's output
-  rows sum to zero).
+  rows sum to zero). When Tk exceeds DENSE_RANK (all-layer features) and a class's rows are
+  small (DIRECT_BYTES), they are formed and decomposed directly instead: H's root would cost
+  O((Tk)³) where the rows cost O(m_c Tk n).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from core.attribution.store import TrainFeatures
 CHUNK = 4096  # train rows per streamed chunk of B
 RCOND = 1e-12  # eigenvalues of H below RCOND · the largest are treated as zero
 DENSE_RANK = 2048  # up to this rank of H a class's r x r Gram is formed; beyond, Lanczos
+DIRECT_BYTES = 2**28  # beyond DENSE_RANK, a class's rows up to this size (float64) are formed instead
 
 
 def residual_rows(phi: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -70,9 +73,9 @@ class FactoredScores(Scores):
     """S from the ensemble's factors; see the module docstring for the algebra."""
 
     def __init__(self, members: Sequence[Member], gram_b: np.ndarray | None = None, chunk: int = CHUNK,
-                 dense_rank: int = DENSE_RANK):
+                 dense_rank: int = DENSE_RANK, direct_bytes: int = DIRECT_BYTES):
         self.members = list(members)
-        self.dense_rank = dense_rank
+        self.dense_rank, self.direct_bytes = dense_rank, direct_bytes
         self.shape = (int(self.members[0].q.shape[0]), int(self.members[0].train.n))
         self.chunk = chunk
         self._gram_b = gram_b
@@ -178,11 +181,32 @@ class FactoredScores(Scores):
         op = LinearOperator((low.shape[1],) * 2, matvec=gram_times, dtype=np.float64)
         return eigsh(op, k=1, which="LA", tol=1e-10, v0=np.ones(low.shape[1]))[1][:, 0]
 
+    def _direct(self, rows: np.ndarray) -> bool:
+        """Whether the class's centred rows are formed and decomposed as they are: when H is
+        wider than DENSE_RANK (all-layer features: its root alone costs O((Tk)³), the Lanczos
+        route then a matrix-vector product with it per iteration) and the rows fit in
+        direct_bytes, e.g. the sample's 200 x 3,000 against T k = 8,650."""
+        return self.offsets[-1] > self.dense_rank and len(rows) * self.shape[1] * 8 <= self.direct_bytes
+
+    def _direct_pca(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(coordinates, unit component) of the centred rows X, from the smaller of X Xᵀ and XᵀX."""
+        x = self.rows(rows)
+        x -= x.mean(axis=0)
+        comp = x.T @ top_direction(x @ x.T) if len(x) <= x.shape[1] else top_direction(x.T @ x)
+        comp /= np.linalg.norm(comp) or 1.0
+        return x @ comp, comp
+
     def class_projection(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        if self._direct(rows):
+            return self._direct_pca(rows)[0]
         v = self._class_top(rows)
-        return np.concatenate([y @ v for y in self._class_rows(np.asarray(rows))])
+        return np.concatenate([y @ v for y in self._class_rows(rows)])
 
     def class_component(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        if self._direct(rows):
+            return self._direct_pca(rows)[1]
         u = self._root_pinv_t(self._class_top(rows))  # L⁺ᵀ v₁, split per member
         return self.times_b([u[a:b][None, :] for a, b in zip(self.offsets[:-1], self.offsets[1:])])[0]
 

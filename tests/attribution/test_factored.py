@@ -82,8 +82,9 @@ def check_products(folder: Path, singular: bool) -> None:
     assert np.isnan(means[4]).all()  # no validation example in group 4
     masks = np.random.default_rng(1).random((7, 400)) < 0.5
     assert rel(got.subset_sums(masks), masks @ want.T) < 1e-9
-    for dense_rank, tol in ((got.dense_rank, 1e-7), (1, 1e-5)):  # r x r Gram formed; Lanczos (float32 rows)
-        got.dense_rank = dense_rank
+    # r x r Gram formed; Lanczos (float32 rows); the class's rows formed (a wide H, small rows)
+    for dense_rank, direct_bytes, tol in ((got.dense_rank, 0, 1e-7), (1, 0, 1e-5), (1, got.direct_bytes, 1e-9)):
+        got.dense_rank, got.direct_bytes = dense_rank, direct_bytes
         for rows in (np.arange(0, 25), np.arange(25, 60)):
             coords, direction = top_component(want[rows])
             proj = got.class_projection(rows)
