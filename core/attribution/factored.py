@@ -191,7 +191,7 @@ class FactoredScores(Scores):
     def _direct_pca(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(coordinates, unit component) of the centred rows X, from the smaller of X Xᵀ and XᵀX."""
         x = self.rows(rows)
-        x -= x.mean(axis=0)
+        x = centred(x, x.mean(axis=0))
         comp = x.T @ top_direction(x @ x.T) if len(x) <= x.shape[1] else top_direction(x.T @ x)
         comp /= np.linalg.norm(comp) or 1.0
         return x @ comp, comp
